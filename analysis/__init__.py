@@ -1,0 +1,1 @@
+"""bottlelens analysis library: pure torch, usable from a notebook."""

@@ -1,0 +1,139 @@
+"""The frozen, versioned analysis configuration stored with every result.
+
+Numerical hyperparameters live here, not in service settings: a result is only
+comparable with another when their configs are equal, so the config travels with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from analysis.errors import InvalidInputError
+
+CONFIG_VERSION = 1
+
+ID_METHODS = ("twonn", "mle", "pca90", "participation_ratio")
+KNOWN_METRICS = ("id",)
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What to measure and how; every field has a default.
+
+    ``samples``: how many samples to analyse (a seeded subset when the dataset is
+    larger; ``None`` = all). ``layers``: ``"auto"`` (bottlenecks, block outputs and
+    the model output), ``"all"`` (every module call) or a comma-separated list of
+    fnmatch globs over layer names. ``budget``: widest width kept as is; wider layers
+    are randomly projected to it. ``exact``: globs of layers kept at full width.
+    ``id_methods``: intrinsic-dimension estimators. ``id_params``: per-method keyword
+    parameters, e.g. ``{"mle": {"k": 10}}``. ``bottleneck_factor``: how much narrower
+    a bottleneck is than what comes before and after it.
+    """
+
+    version: int = CONFIG_VERSION
+    metrics: tuple[str, ...] = ("id",)
+    samples: int | None = 1000
+    layers: str = "auto"
+    budget: int = 4096
+    exact: tuple[str, ...] = ()
+    id_methods: tuple[str, ...] = ID_METHODS
+    id_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bottleneck_factor: float = 2.0
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = _type_problems(self)
+        if problems:
+            raise InvalidInputError("invalid analysis config: " + "; ".join(problems))
+        if self.version != CONFIG_VERSION:
+            problems.append(
+                f"version {self.version} is not supported; use {CONFIG_VERSION}"
+            )
+        for m in self.metrics:
+            if m not in KNOWN_METRICS:
+                problems.append(f"unknown metric {m!r}; choose from {KNOWN_METRICS}")
+        for m in self.id_methods:
+            if m not in ID_METHODS:
+                problems.append(f"unknown id method {m!r}; choose from {ID_METHODS}")
+        for m in self.id_params:
+            if m not in ID_METHODS:
+                problems.append(f"id_params names unknown method {m!r}")
+        if self.samples is not None and self.samples < 3:
+            problems.append(f"samples must be at least 3 (got {self.samples})")
+        if self.budget < 2:
+            problems.append(f"budget must be at least 2 (got {self.budget})")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be positive (got {self.batch_size})")
+        if self.bottleneck_factor <= 1:
+            problems.append(
+                f"bottleneck_factor must be > 1 (got {self.bottleneck_factor})"
+            )
+        if not self.layers.strip():
+            problems.append('layers must be "auto", "all" or globs')
+        if problems:
+            raise InvalidInputError("invalid analysis config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> AnalysisConfig:
+        """Build from JSON-like data, rejecting unknown keys by name."""
+        data = dict(data or {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InvalidInputError(
+                f"unknown config keys {unknown}; accepted keys: {sorted(names)}"
+            )
+        for key in ("metrics", "exact", "id_methods"):
+            if key in data:
+                value = data[key]
+                if isinstance(value, str):
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+                if not isinstance(value, list | tuple):
+                    raise InvalidInputError(f"config key {key!r} must be a list")
+                data[key] = tuple(value)
+        try:
+            return cls(**data)
+        except TypeError as exc:  # pragma: no cover - defensive
+            raise InvalidInputError(f"invalid analysis config: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("metrics", "exact", "id_methods"):
+            out[key] = list(out[key])
+        return out
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "version": (int,),
+    "samples": (int, type(None)),
+    "layers": (str,),
+    "budget": (int,),
+    "bottleneck_factor": (int, float),
+    "batch_size": (int,),
+    "seed": (int,),
+    "id_params": (dict,),
+}
+
+
+def _type_problems(cfg: AnalysisConfig) -> list[str]:
+    problems = []
+    for name, types in _TYPES.items():
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join(
+                "null" if t is type(None) else t.__name__ for t in types
+            )
+            problems.append(f"{name} must be {expected} (got {value!r})")
+    for name in ("metrics", "exact", "id_methods"):
+        if not all(isinstance(v, str) for v in getattr(cfg, name)):
+            problems.append(f"{name} must be a list of strings")
+    if isinstance(cfg.id_params, dict):
+        for method, params in cfg.id_params.items():
+            if not isinstance(params, dict):
+                problems.append(
+                    f"id_params[{method!r}] must be an object of parameters"
+                )
+    return problems

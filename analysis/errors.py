@@ -1,0 +1,35 @@
+"""Domain errors of the analysis library.
+
+Every message says what the user should change. The service maps these classes to
+HTTP codes in one table (``service/main.py``); the CLI prints the message.
+"""
+
+from __future__ import annotations
+
+
+class BottlelensError(Exception):
+    """Base class of every error bottlelens raises on purpose."""
+
+
+class InvalidInputError(BottlelensError, ValueError):
+    """The user's input (file, spec, config) cannot be used as it is."""
+
+
+class UnsafeFileError(InvalidInputError):
+    """A file would need code execution (pickle, TorchScript, export) to load."""
+
+
+class CheckpointMismatchError(InvalidInputError):
+    """Weights do not fit the architecture: missing, unexpected, shape or dtype."""
+
+
+class ShapeMismatchError(InvalidInputError):
+    """The data does not fit the model's input (found by the dry run)."""
+
+
+class UnknownArchitectureError(InvalidInputError):
+    """An architecture name that the registry does not hold."""
+
+
+class FileTooLargeError(InvalidInputError):
+    """A file is larger than the configured cap."""

@@ -1,0 +1,299 @@
+"""``analyse``: capture a model's layers on a dataset, find its bottlenecks, measure.
+
+The one entry point shared by the CLI, the Celery worker and notebooks.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import platform
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import Any
+
+import torch
+from torch import nn
+
+from analysis.bottlenecks import find_bottlenecks
+from analysis.capture import capture, profile
+from analysis.config import AnalysisConfig
+from analysis.datasets import Dataset
+from analysis.errors import InvalidInputError
+from analysis.intake import dry_run
+from analysis.intrinsic_dimension import estimate_id
+from analysis.result import AnalysisResult, LayerResult
+from analysis.types import LayerInfo
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``; stages: profile, capture, metrics."""
+
+# Layers that keep the width and content of the layer before them are left out of
+# "auto": they add rows, not information about where the representation changes.
+_PASS_THROUGH = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.modules.dropout._DropoutNd,
+    nn.Identity,
+)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+_PROVENANCE_PACKAGES = ("bottlelens", "torch", "numpy", "scikit-learn", "safetensors")
+
+
+def analyse(
+    model: nn.Module,
+    data: Dataset | torch.Tensor,
+    config: AnalysisConfig | dict[str, Any] | None = None,
+    *,
+    device: str | torch.device = "auto",
+    model_info: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> AnalysisResult:
+    """Measure every selected layer of ``model`` on ``data``.
+
+    Parameters
+    ----------
+    model:
+        Any ``nn.Module``; it is run in eval mode under ``no_grad`` and left in the
+        mode it had.
+    data:
+        A ``Dataset`` from ``analysis.load_dataset`` or a tensor (N, ...) of inputs.
+    config:
+        ``AnalysisConfig`` or a dict of its fields; stored in the result.
+    device:
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or a torch device.
+    model_info:
+        What the result's ``model`` section should say about where the model came
+        from (architecture, config, sha256, format); merged with what is measured.
+    progress:
+        Called as ``progress(stage, done, total)`` while the work goes on.
+
+    Returns
+    -------
+    AnalysisResult
+        Layers with ``intrinsic_dimension`` rows, bottlenecks and provenance.
+
+    Example
+    -------
+    >>> from analysis import analyse, build_model, load_dataset
+    >>> ds = load_dataset("sklearn:digits")
+    >>> net = build_model("mlp", {"in_features": 64, "widths": [64, 8, 64],
+    ...                           "out_features": 10})
+    >>> result = analyse(net, ds, {"samples": 500})
+    >>> result.bottlenecks[0].layer
+    'layers.fc1'
+    """
+    started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    cfg = (
+        config
+        if isinstance(config, AnalysisConfig)
+        else AnalysisConfig.from_dict(config)
+    )
+    dataset = data if isinstance(data, Dataset) else None
+    x = data.x if isinstance(data, Dataset) else data
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise InvalidInputError(
+            "data must be a Dataset or a tensor of shape (N, ...) with N samples"
+        )
+    dev = resolve_device(device)
+    model = model.to(dev)
+    report = progress or (lambda stage, done, total: None)
+
+    indices = _sample_indices(len(x), cfg.samples, cfg.seed)
+    xs = x[indices]  # (n, ...)
+    dry_run(model, xs[:2].to(dev))
+
+    report("profile", 0, 1)
+    profile_layers = profile(model, xs[:2].to(dev))
+    bottlenecks = find_bottlenecks(
+        profile_layers, factor=cfg.bottleneck_factor, model=model
+    )
+    neck_layers = {b.layer for b in bottlenecks}
+    names = select_layers(model, profile_layers, cfg.layers, neck_layers)
+    report("profile", 1, 1)
+
+    cap = capture(
+        model,
+        xs,
+        names=names,
+        batch_size=cfg.batch_size,
+        budget=cfg.budget,
+        exact=cfg.exact,
+        seed=cfg.seed,
+        device=dev,
+        progress=lambda done, total: report("capture", done, total),
+    )
+
+    layers: list[LayerResult] = []
+    n_jobs = len(cap.layers) * len(cfg.id_methods)
+    done = 0
+    report("metrics", 0, n_jobs)
+    for info in cap.layers:
+        acts = cap.activations[info.name]  # (n, stored_width)
+        metrics = []
+        for method in cfg.id_methods:
+            params = cfg.id_params.get(method, {})
+            metrics.append(estimate_id(acts, method, seed=cfg.seed, **params))
+            done += 1
+            report("metrics", done, n_jobs)
+        layers.append(_layer_result(info, info.name in neck_layers, metrics))
+    del cap
+
+    return AnalysisResult(
+        model=_model_section(model, model_info),
+        dataset=_dataset_section(x, dataset),
+        config=cfg,
+        layers=layers,
+        bottlenecks=bottlenecks,
+        provenance={
+            "seed": cfg.seed,
+            "n_samples": len(indices),
+            "sample_indices_sha256": hashlib.sha256(
+                indices.cpu().numpy().astype("<i8").tobytes()
+            ).hexdigest(),
+            "projection_seeds": {
+                layer.name: layer.projection["seed"]
+                for layer in layers
+                if layer.projection and "seed" in layer.projection
+            },
+            "input_dtype": str(x.dtype).removeprefix("torch."),
+            "model_dtype": _param_dtype(model),
+            "activation_dtype": "float32",
+            "device": str(dev),
+            "device_name": _device_name(dev),
+            "versions": _versions(),
+            "python": platform.python_version(),
+            "started_at": started_at,
+            "duration_s": round(time.perf_counter() - started, 3),
+        },
+    )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; a named CUDA must exist."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInputError(
+            f"device {device!r} was asked for but CUDA is not available here; "
+            "use --device cpu or auto"
+        )
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InvalidInputError(f"device must be auto, cpu or cuda (got {device!r})")
+    return torch.device(device)
+
+
+def select_layers(
+    model: nn.Module, layers: list[LayerInfo], spec: str, bottlenecks: set[str]
+) -> list[str]:
+    """Names of the records to capture, in execution order.
+
+    ``"all"``: every module call. ``"auto"``: the bottlenecks, plus every call of a
+    module that is a direct child of the model or of a container (``Sequential``,
+    ``ModuleList``, ``ModuleDict``): the stages and blocks a reader names, not their
+    insides; containers themselves (their output is their last child's) and
+    pass-through layers (normalisation, dropout, identity) are left out. Otherwise a
+    comma-separated list of fnmatch globs; a glob matching nothing is an error.
+    """
+    if spec == "all":
+        return [layer.name for layer in layers]
+    modules = dict(model.named_modules())
+    if spec == "auto":
+        chosen = []
+        for layer in layers:
+            module = modules.get(layer.name.split("#")[0])
+            parent = modules.get(layer.parent)
+            outline = parent is model or isinstance(parent, _CONTAINERS)
+            skip = isinstance(module, _CONTAINERS + _PASS_THROUGH)
+            if layer.name in bottlenecks or (outline and not skip):
+                chosen.append(layer.name)
+        return chosen
+    globs = [g.strip() for g in spec.split(",") if g.strip()]
+    unmatched = [
+        g for g in globs if not any(fnmatch.fnmatchcase(x.name, g) for x in layers)
+    ]
+    if unmatched:
+        sample = ", ".join(layer.name for layer in layers[:12])
+        raise InvalidInputError(
+            f"layer patterns {unmatched} match no layer; layers are named like: "
+            f"{sample}{', ...' if len(layers) > 12 else ''}"
+        )
+    return [
+        layer.name
+        for layer in layers
+        if any(fnmatch.fnmatchcase(layer.name, g) for g in globs)
+    ]
+
+
+def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:
+    if samples is None or samples >= n:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[:samples].sort().values
+
+
+def _layer_result(info: LayerInfo, is_bottleneck: bool, metrics: list) -> LayerResult:
+    return LayerResult(
+        name=info.name,
+        index=info.index,
+        module=info.module,
+        shape=list(info.shape),
+        width=info.width,
+        is_bottleneck=is_bottleneck,
+        projected_to=info.projected_to,
+        projection=info.projection,
+        metrics=metrics,
+    )
+
+
+def _model_section(model: nn.Module, info: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "class": type(model).__name__,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        **(info or {}),
+    }
+
+
+def _dataset_section(x: torch.Tensor, dataset: Dataset | None) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "n_samples": len(x),
+        "sample_shape": list(x.shape[1:]),
+        "dtype": str(x.dtype).removeprefix("torch."),
+    }
+    if dataset is None:
+        return section
+    return {
+        "spec": dataset.spec,
+        "name": dataset.name,
+        "sha256": dataset.sha256,
+        "has_labels": dataset.y is not None,
+        **section,
+        "meta": dataset.meta,
+    }
+
+
+def _param_dtype(model: nn.Module) -> str | None:
+    p = next(iter(model.parameters()), None)
+    return None if p is None else str(p.dtype).removeprefix("torch.")
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for pkg in _PROVENANCE_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out

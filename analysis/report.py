@@ -1,0 +1,163 @@
+"""Human-facing views of a result: the per-layer table and the layer-profile picture.
+
+Both take the result's JSON form (a dict), so they serve a result read back from a
+file or from the REST API as well as a fresh ``AnalysisResult.to_dict()``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+ID_METRIC = "intrinsic_dimension"
+
+
+def id_estimators(result: dict[str, Any]) -> list[str]:
+    """Estimators of intrinsic dimension present in the result, in first-seen order."""
+    seen: list[str] = []
+    for layer in result["layers"]:
+        for m in layer["metrics"]:
+            if m["metric"] == ID_METRIC and m["estimator"] not in seen:
+                seen.append(m["estimator"])
+    return seen
+
+
+def format_estimate(m: dict[str, Any] | None) -> str:
+    """``"4.12 [3.90, 4.40]"``; ``"-"`` when absent; the reason when not finite."""
+    if m is None:
+        return "-"
+    if m["value"] is None:
+        return f"n/a ({m.get('reason') or 'not finite'})"
+    text = f"{m['value']:.3g}"
+    if m.get("ci_low") is not None and m.get("ci_high") is not None:
+        text += f" [{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
+    return text
+
+
+def layer_table(result: dict[str, Any], title: str | None = None) -> Table:
+    """Layer, shape, width, bottleneck mark and each estimator with its interval."""
+    estimators = id_estimators(result)
+    table = Table(title=title, show_lines=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("layer")
+    table.add_column("module")
+    table.add_column("shape")
+    table.add_column("width", justify="right")
+    table.add_column("neck", justify="center")
+    for est in estimators:
+        table.add_column(f"ID {est}", justify="right")
+    for layer in result["layers"]:
+        by_est = {
+            m["estimator"]: m for m in layer["metrics"] if m["metric"] == ID_METRIC
+        }
+        width = str(layer["width"])
+        if layer.get("projected_to"):
+            width += f" -> {layer['projected_to']}"
+        table.add_row(
+            str(layer["index"]),
+            layer["name"],
+            layer["module"],
+            "x".join(str(s) for s in layer["shape"]),
+            width,
+            "◆" if layer["is_bottleneck"] else "",
+            *(format_estimate(by_est.get(est)) for est in estimators),
+            style="bold" if layer["is_bottleneck"] else None,
+        )
+    return table
+
+
+def bottleneck_table(result: dict[str, Any]) -> Table:
+    table = Table(title="bottlenecks", header_style="bold")
+    for col in (
+        "layer",
+        "block",
+        "width in",
+        "width",
+        "width out",
+        "ratio",
+        "kind",
+        "skip",
+    ):
+        table.add_column(col)
+    for b in result["bottlenecks"]:
+        skip = b["skip_connection"]
+        table.add_row(
+            b["layer"],
+            b["block"] or "(model)",
+            str(b["width_in"]),
+            str(b["width"]),
+            str(b["width_out"]),
+            f"{b['ratio']:.1f}",
+            b["kind"],
+            "?" if skip is None else ("yes" if skip else "no"),
+        )
+    return table
+
+
+def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
+    """Save a PNG: layer width (log scale) and intrinsic dimension per layer.
+
+    Bottleneck layers are shaded; each estimator is a line with its interval as a
+    band. Returns the path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result["layers"]
+    xs = list(range(len(layers)))
+    fig, (ax_w, ax_id) = plt.subplots(
+        2,
+        1,
+        figsize=(max(6.0, 0.35 * len(layers) + 2), 6.5),
+        sharex=True,
+        gridspec_kw={"height_ratios": [1, 2]},
+    )
+    ax_w.plot(xs, [layer["width"] for layer in layers], "o-", color="0.3")
+    ax_w.set_yscale("log")
+    ax_w.set_ylabel("width")
+    for est in id_estimators(result):
+        vals, lows, highs = [], [], []
+        for layer in layers:
+            m = next(
+                (
+                    m
+                    for m in layer["metrics"]
+                    if m["metric"] == ID_METRIC and m["estimator"] == est
+                ),
+                None,
+            )
+            value = None if m is None else m["value"]
+            vals.append(float("nan") if value is None else value)
+            lows.append(
+                float("nan") if m is None or m["ci_low"] is None else m["ci_low"]
+            )
+            highs.append(
+                float("nan") if m is None or m["ci_high"] is None else m["ci_high"]
+            )
+        (line,) = ax_id.plot(xs, vals, "o-", label=est, markersize=4)
+        ax_id.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2)
+    for ax in (ax_w, ax_id):
+        for i, layer in enumerate(layers):
+            if layer["is_bottleneck"]:
+                ax.axvspan(i - 0.4, i + 0.4, color="tab:red", alpha=0.12, lw=0)
+    ax_id.set_yscale("log")
+    ax_id.set_ylabel("intrinsic dimension")
+    ax_id.legend(fontsize=8)
+    ax_id.set_xticks(xs)
+    ax_id.set_xticklabels(
+        [layer["name"] for layer in layers], rotation=70, ha="right", fontsize=7
+    )
+    model = result["model"].get("architecture") or result["model"].get("class", "")
+    dataset = result["dataset"].get("spec", "")
+    ax_w.set_title(
+        f"{model} on {dataset}: width and intrinsic dimension (shaded: bottlenecks)"
+    )
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

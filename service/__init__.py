@@ -1,0 +1,1 @@
+"""bottlelens service package."""

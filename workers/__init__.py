@@ -1,0 +1,1 @@
+"""bottlelens workers package."""
