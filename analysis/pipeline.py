@@ -25,7 +25,7 @@ from analysis.errors import InvalidInputError
 from analysis.intake import dry_run
 from analysis.intrinsic_dimension import estimate_id
 from analysis.result import AnalysisResult, LayerResult
-from analysis.types import LayerInfo
+from analysis.types import LayerInfo, MetricValue
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: profile, capture, metrics."""
@@ -137,7 +137,7 @@ def analyse(
         metrics = []
         for method in cfg.id_methods:
             params = cfg.id_params.get(method, {})
-            metrics.append(estimate_id(acts, method, seed=cfg.seed, **params))
+            metrics.append(_safe_estimate(acts, method, cfg.seed, params))
             done += 1
             report("metrics", done, n_jobs)
         layers.append(_layer_result(info, info.name in neck_layers, metrics))
@@ -238,7 +238,26 @@ def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:samples].sort().values
 
 
-def _layer_result(info: LayerInfo, is_bottleneck: bool, metrics: list) -> LayerResult:
+def _safe_estimate(
+    acts: torch.Tensor, method: str, seed: int, params: dict[str, Any]
+) -> MetricValue:
+    """One estimate; data it cannot use (too few samples) is a row with a reason."""
+    try:
+        return estimate_id(acts, method, seed=seed, **params)
+    except InvalidInputError as exc:
+        return MetricValue(
+            "intrinsic_dimension",
+            method,
+            None,
+            n_samples=len(acts),
+            params=dict(params),
+            reason=str(exc),
+        )
+
+
+def _layer_result(
+    info: LayerInfo, is_bottleneck: bool, metrics: list[MetricValue]
+) -> LayerResult:
     return LayerResult(
         name=info.name,
         index=info.index,

@@ -32,7 +32,8 @@ class MetricValue:
         bad = [
             name
             for name in ("value", "ci_low", "ci_high")
-            if getattr(self, name) is not None and not math.isfinite(getattr(self, name))
+            if getattr(self, name) is not None
+            and not math.isfinite(getattr(self, name))
         ]
         for name in bad:
             setattr(self, name, None)

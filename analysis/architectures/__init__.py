@@ -204,9 +204,8 @@ def parse_config(arch: str, cls: type[_C], config: dict[str, Any]) -> _C:
             f"unknown {arch} config key(s) {', '.join(map(repr, unknown))}; "
             f"accepted keys: {accepted}"
         )
-    values = {k: _coerce(arch, k, v, hints[k]) for k, v in config.items()}
     try:
-        return cls(**values)
+        return cls(**{k: _coerce(arch, k, v, hints[k]) for k, v in config.items()})
     except InvalidInputError as e:
         raise InvalidInputError(f"{e} (accepted keys: {accepted})") from e
 

@@ -1,0 +1,379 @@
+"""Datasets from a spec string: a file, a bundled scikit-learn set, or a manifold.
+
+Specs:
+
+- a path ending in ``.npz`` (arrays ``x`` and optional ``y``, no pickled objects),
+  ``.safetensors`` (tensors ``x`` and optional ``y``) or ``.csv`` (a header row,
+  numeric cells, labels in the column ``label_column``);
+- ``sklearn:digits``: 1797 8x8 digit images as ``(N, 64)`` float32 in [0, 1]
+  (pixel / 16), labels 0-9; reshape to ``(N, 1, 8, 8)`` for a conv model;
+- ``sklearn:breast_cancer``: 569 x 30 features standardised to mean 0 and
+  standard deviation 1 per column, labels 0/1;
+- ``synthetic:<manifold>?d=5&D=64&n=2000&noise=0.01&seed=0``: points of
+  ``analysis.manifolds.make_manifold`` (keys optional, these are the defaults
+  except ``noise=0``, and ``d=2`` for the ``swiss_roll``);
+  ``meta["intrinsic_dimension"]`` is the true ``d``.
+
+Every dataset is checked: ``x`` numeric and finite with at least 2 samples, ``y``
+(if any) one value per sample. ``x`` becomes float32; integer or boolean ``y``
+int64 (classes), floating ``y`` float32 (regression).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import zipfile
+from dataclasses import dataclass, field
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+import torch
+
+from analysis.errors import FileTooLargeError, InvalidInputError, UnsafeFileError
+from analysis.safefiles import DEFAULT_MAX_BYTES, load_safetensors, read_regular_file
+
+__all__ = ["Dataset", "load_dataset"]
+
+SUFFIXES = (".npz", ".safetensors", ".csv")
+SKLEARN = ("digits", "breast_cancer")
+_SYNTHETIC_DEFAULTS: dict[str, int | float] = {
+    "d": 5,
+    "D": 64,
+    "n": 2000,
+    "noise": 0.0,
+    "seed": 0,
+}
+
+
+@dataclass
+class Dataset:
+    """Inputs ``x`` (N, ...) float32 and optional targets ``y`` (N,).
+
+    ``sha256`` is the hash of the file's bytes, or for built-ins of ``x`` and
+    ``y``'s bytes; ``meta`` says where it came from (for ``synthetic:`` the
+    manifold, ``d``, ``D``, ``n``, ``noise``, ``seed`` and ``intrinsic_dimension``).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    spec: str
+    name: str
+    sha256: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_dataset(
+    spec: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    label_column: str | None = "label",
+) -> Dataset:
+    """Load the dataset named by ``spec`` (see the module docstring for specs).
+
+    Parameters
+    ----------
+    spec:
+        A file path (``.npz``, ``.safetensors``, ``.csv``), ``sklearn:<name>`` or
+        ``synthetic:<manifold>?key=value&...``.
+    max_bytes:
+        Size cap of a file (and of an ``.npz`` archive's unpacked arrays).
+    label_column:
+        CSV only: the column holding ``y``; ``None`` for a CSV without labels.
+
+    Returns
+    -------
+    A :class:`Dataset` with ``x`` (N, ...) float32 and ``y`` (N,) or ``None``.
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown spec or key, unreadable file, non-numeric or non-finite values,
+        fewer than 2 samples, ``y`` not matching ``x``.
+    UnsafeFileError
+        An ``.npz`` holding pickled objects.
+    FileTooLargeError
+        Over ``max_bytes``.
+
+    Example
+    -------
+    >>> ds = load_dataset("synthetic:sphere?d=2&D=16&n=500")
+    >>> ds.x.shape, ds.meta["intrinsic_dimension"]
+    (torch.Size([500, 16]), 2)
+    """
+    if not isinstance(spec, str) or not spec:
+        raise InvalidInputError("a dataset spec must be a non-empty string")
+    if spec.startswith("sklearn:"):
+        return _sklearn(spec)
+    if spec.startswith("synthetic:"):
+        return _synthetic(spec, max_bytes)
+    suffix = Path(spec).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InvalidInputError(
+            f"unknown dataset {spec!r}; give a file ending in {', '.join(SUFFIXES)}, "
+            f"sklearn:<{'|'.join(SKLEARN)}> or synthetic:<manifold>?d=..&D=..&n=.."
+        )
+    data = read_regular_file(spec, max_bytes)
+    if suffix == ".npz":
+        x, y = _npz(data, max_bytes)
+    elif suffix == ".safetensors":
+        x, y = _safetensors(data)
+    else:
+        x, y = _csv(data, label_column)
+    x_t, y_t = _checked(x, y)
+    meta = {"format": suffix[1:], "bytes": len(data)}
+    name = os.path.basename(spec)
+    return Dataset(x_t, y_t, spec, name, sha256(data).hexdigest(), meta)
+
+
+def _only_xy(names: list[str], what: str) -> None:
+    extra = sorted(set(names) - {"x", "y"})
+    if "x" not in names or extra:
+        raise InvalidInputError(
+            f"{what} must hold an array 'x' and optionally 'y'; found "
+            f"{', '.join(map(repr, sorted(names))) or 'nothing'}"
+        )
+
+
+def _npz(data: bytes, max_bytes: int) -> tuple[Any, Any]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            unpacked = sum(i.file_size for i in zf.infolist())
+    except zipfile.BadZipFile as e:
+        raise InvalidInputError(f"not an .npz archive: {e}") from e
+    if unpacked > max_bytes:
+        raise FileTooLargeError(f"the .npz unpacks to more than {max_bytes} bytes")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            _only_xy(list(npz.files), ".npz")
+            return npz["x"], npz["y"] if "y" in npz.files else None
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise UnsafeFileError(
+                "the .npz holds Python objects (pickled), which are never loaded; "
+                "save numeric arrays: np.savez(path, x=x.astype(np.float32), y=y)"
+            ) from e
+        raise InvalidInputError(f"cannot read the .npz: {e}") from e
+
+
+def _safetensors(data: bytes) -> tuple[Any, Any]:
+    tensors, _ = load_safetensors(data)
+    _only_xy(list(tensors), "a .safetensors dataset")
+    return tensors["x"], tensors.get("y")
+
+
+def _number(cell: str, row: int, column: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        raise InvalidInputError(
+            f"CSV row {row}, column {column!r}: {cell!r} is not a number"
+        ) from None
+
+
+def _csv(data: bytes, label_column: str | None) -> tuple[Any, Any]:
+    try:
+        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InvalidInputError(f"cannot read the CSV: {e}") from e
+    rows = [r for r in rows if r]  # blank lines
+    if not rows:
+        raise InvalidInputError("the CSV is empty")
+    header = [h.strip() for h in rows[0]]
+    if all(_is_float(h) for h in header):
+        raise InvalidInputError("the CSV needs a header row naming the columns")
+    if len(set(header)) != len(header):
+        raise InvalidInputError(f"the CSV header repeats a column name: {header}")
+    label = None
+    if label_column is not None:
+        if label_column not in header:
+            raise InvalidInputError(
+                f"the CSV has no label column {label_column!r}; columns: "
+                f"{', '.join(header)} (pass label_column=None for unlabelled data)"
+            )
+        label = header.index(label_column)
+    n_features = len(header) - (label is not None)
+    if n_features == 0:
+        raise InvalidInputError("the CSV has a label column but no feature columns")
+    xs, ys = [], []
+    for r, row in enumerate(rows[1:], start=2):  # row numbers as a spreadsheet shows
+        if len(row) != len(header):
+            raise InvalidInputError(
+                f"CSV row {r} has {len(row)} cells, the header has {len(header)}"
+            )
+        values = [_number(c, r, h) for c, h in zip(row, header, strict=True)]
+        if label is not None:
+            ys.append(values.pop(label))
+        xs.append(values)
+    x = np.asarray(xs, dtype=np.float64).reshape(len(xs), n_features)  # (N, F)
+    y = None
+    if label is not None:
+        cells = [row[label].strip() for row in rows[1:]]
+        integral = all(_is_int(c) for c in cells)
+        y = np.asarray(ys, dtype=np.int64 if integral else np.float64)
+    return x, y
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _as_tensor(a: Any, what: str) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        t = a
+    else:
+        arr = np.asarray(a)
+        if arr.dtype.kind not in "biuf":
+            raise InvalidInputError(f"{what} must be numeric, got dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.is_complex():
+        raise InvalidInputError(f"{what} must be real numbers, got {t.dtype}")
+    return t
+
+
+def _nonfinite(t: torch.Tensor, what: str) -> None:
+    bad = ~torch.isfinite(t.reshape(len(t), -1))  # (N, features)
+    if bad.any():
+        rows = bad.any(dim=1).nonzero().flatten().tolist()
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int(bad.sum()) - n_nan
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+        raise InvalidInputError(
+            f"{what} has {n_nan + n_inf} non-finite values ({n_nan} NaN, {n_inf} "
+            f"Inf) in {len(rows)} samples (indices {shown}); drop or impute them"
+        )
+
+
+def _checked(x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    xt = _as_tensor(x, "x")
+    if xt.ndim < 2:
+        raise InvalidInputError(
+            f"x must have shape (N, ...) with N samples, got {tuple(xt.shape)}; "
+            "for one feature per sample reshape to (N, 1)"
+        )
+    if len(xt) < 2:
+        raise InvalidInputError(f"x has {len(xt)} samples; at least 2 are needed")
+    xt = xt.to(torch.float32)
+    _nonfinite(xt, "x")  # after the cast: float64 beyond float32's range is Inf
+    if y is None:
+        return xt, None
+    yt = _as_tensor(y, "y")
+    if yt.ndim != 1 or len(yt) != len(xt):
+        raise InvalidInputError(
+            f"y must have shape ({len(xt)},), one value per sample of x; "
+            f"got {tuple(yt.shape)}"
+        )
+    if yt.is_floating_point():
+        yt = yt.to(torch.float32)
+        _nonfinite(yt, "y")
+    else:
+        yt = yt.to(torch.int64)
+    return xt, yt
+
+
+def _hash(x: torch.Tensor, y: torch.Tensor | None) -> str:
+    h = sha256(x.contiguous().numpy().tobytes())
+    if y is not None:
+        h.update(y.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _sklearn(spec: str) -> Dataset:
+    from sklearn import datasets as skd
+
+    name = spec.removeprefix("sklearn:")
+    if name == "digits":
+        bunch = skd.load_digits()
+        x = np.asarray(bunch.data, dtype=np.float32) / 16.0  # (N, 64) in [0, 1]
+        meta: dict[str, Any] = {"source": "sklearn", "image_shape": [1, 8, 8]}
+    elif name == "breast_cancer":
+        bunch = skd.load_breast_cancer()
+        raw = np.asarray(bunch.data, dtype=np.float64)  # (N, 30)
+        x = ((raw - raw.mean(0)) / raw.std(0)).astype(np.float32)
+        meta = {"source": "sklearn", "standardised": True}
+    else:
+        raise InvalidInputError(
+            f"unknown built-in {spec!r}; available: "
+            f"{', '.join('sklearn:' + s for s in SKLEARN)}"
+        )
+    xt, yt = _checked(x, np.asarray(bunch.target, dtype=np.int64))
+    meta["classes"] = len(bunch.target_names)
+    return Dataset(xt, yt, spec, name, _hash(xt, yt), meta)
+
+
+def _synthetic(spec: str, max_bytes: int) -> Dataset:
+    from analysis.manifolds import MANIFOLDS, make_manifold
+
+    manifold, _, query = spec.removeprefix("synthetic:").partition("?")
+    if manifold not in MANIFOLDS:
+        raise InvalidInputError(
+            f"unknown manifold {manifold!r} in {spec!r}; available: "
+            f"{', '.join(MANIFOLDS)}"
+        )
+    accepted = ", ".join(_SYNTHETIC_DEFAULTS)
+    params = dict(_SYNTHETIC_DEFAULTS)
+    if manifold == "swiss_roll":
+        params["d"] = 2  # the only dimension it has
+    seen: set[str] = set()
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as e:
+        raise InvalidInputError(f"bad query in {spec!r}: {e}") from e
+    for key, text in pairs:
+        if key not in _SYNTHETIC_DEFAULTS:
+            raise InvalidInputError(
+                f"unknown key {key!r} in {spec!r}; accepted keys: {accepted}"
+            )
+        if key in seen:
+            raise InvalidInputError(f"key {key!r} given twice in {spec!r}")
+        seen.add(key)
+        params[key] = _synthetic_value(key, text, spec)
+    d, D, n, seed = (int(params[k]) for k in ("d", "D", "n", "seed"))
+    noise = float(params["noise"])
+    if 4 * n * D > max_bytes:
+        raise FileTooLargeError(
+            f"{spec!r} would take {4 * n * D} bytes, more than the limit of "
+            f"{max_bytes}; lower n or D"
+        )
+    x = make_manifold(manifold, n, d, D, noise=noise, seed=seed)  # (n, D)
+    xt, _ = _checked(x, None)
+    meta = {
+        "manifold": manifold,
+        **params,
+        "intrinsic_dimension": d,
+    }
+    return Dataset(xt, None, spec, manifold, _hash(xt, None), meta)
+
+
+def _synthetic_value(key: str, text: str, spec: str) -> int | float:
+    try:
+        value: int | float = float(text) if key == "noise" else int(text)
+    except ValueError:
+        kind = "a number" if key == "noise" else "an integer"
+        raise InvalidInputError(
+            f"{key} must be {kind} in {spec!r}, got {text!r}"
+        ) from None
+    if key == "noise" and not (math.isfinite(value) and value >= 0):
+        raise InvalidInputError(f"noise must be finite and >= 0 in {spec!r}")
+    if key in ("d", "D", "n") and value < 1:
+        raise InvalidInputError(f"{key} must be at least 1 in {spec!r}, got {value}")
+    if key == "n" and value < 2:
+        raise InvalidInputError(f"n must be at least 2 in {spec!r}, got {value}")
+    return value

@@ -1,0 +1,344 @@
+"""Intrinsic-dimension estimators of a point cloud (one layer's activations).
+
+Four estimators with the scikit-learn contract (``__init__`` stores keyword
+parameters, ``fit(X)`` validates, computes, sets trailing-underscore results and
+returns ``self``; randomness only from ``seed``):
+
+- ``TwoNN`` (Facco et al. 2017) and ``MLE`` (Levina & Bickel 2005 with MacKay &
+  Ghahramani's averaging): nonlinear, from nearest-neighbour distances.
+- ``PCADimension`` (``"pca90"``, Ansuini et al. 2019) and ``ParticipationRatio``:
+  linear, from the covariance eigenvalues.
+
+Every estimator sets ``dimension_`` (float, ``nan`` with ``reason_`` when it cannot
+be measured), ``ci_`` (a subsampling interval, see ``analysis._id_uncertainty``),
+``se_``, ``n_samples_`` and ``n_duplicates_``. ``estimate_id`` runs one of them by
+name and returns an ``analysis.types.MetricValue``.
+
+Identical rows (frequent after a ReLU) have no neighbour distance to measure: the kNN
+estimators count them (``n_duplicates_``: points whose nearest neighbour is at
+distance 0) and estimate on the distinct rows (``n_unique_``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+
+from analysis._id_linear import ParticipationRatio, PCADimension
+from analysis._id_uncertainty import (
+    SubsampledEstimator,
+    as_matrix,
+    check_int,
+    check_open_unit,
+    n_neighbors_for_reuse,
+    neighbor_dist_within,
+)
+from analysis.errors import InvalidInputError
+from analysis.neighbors import knn
+from analysis.types import MetricValue
+
+__all__ = [
+    "ID_ESTIMATORS",
+    "MLE",
+    "PCADimension",
+    "ParticipationRatio",
+    "TwoNN",
+    "estimate_id",
+]
+
+
+def _too_few(name: str, n_min: int, N: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"{name} needs at least {n_min} samples with these parameters, got {N}; "
+        "pass more samples"
+    )
+
+
+class _KNNEstimator(SubsampledEstimator):
+    """Shared ``fit`` of TwoNN and MLE: kNN once, duplicates out, estimate, CI."""
+
+    def _n_neighbors(self) -> int:
+        raise NotImplementedError
+
+    def _min_samples(self) -> int:
+        raise NotImplementedError
+
+    def _estimate(self, dist: torch.Tensor, store: bool) -> tuple[float, str | None]:
+        raise NotImplementedError
+
+    def _check_params(self) -> None:
+        self._check_subsampling()
+
+    def fit(self, X: Any) -> _KNNEstimator:
+        self._check_params()
+        X = as_matrix(X)  # (N, D)
+        N, k, n_min = X.shape[0], self._n_neighbors(), self._min_samples()
+        if n_min > N:
+            raise _too_few(type(self).__name__, n_min, N)
+        self.n_samples_ = N
+        K = k
+        if self.n_subsamples:
+            K = n_neighbors_for_reuse(k, self.subsample_fraction, N)
+        dist, idx = knn(X, K)
+        zero = dist[:, 0] == 0
+        self.n_duplicates_ = int(zero.sum())
+        if self.n_duplicates_:
+            # "+ 0.0" turns -0.0 into 0.0 so that unique() sees them as equal.
+            X = torch.cat([X[~zero], torch.unique(X[zero] + 0.0, dim=0)])
+        n = self.n_unique_ = X.shape[0]
+        if n < n_min:
+            self.dimension_ = math.nan
+            self.reason_ = (
+                "all points identical"
+                if n == 1
+                else f"only {n} distinct points; {type(self).__name__} needs {n_min}"
+            )
+            self._set_interval(math.nan, lambda s: math.nan, n, n_min, X.device)
+            return self
+        if self.n_duplicates_:
+            dist, idx = knn(X, min(K, n - 1))
+        self.dimension_, self.reason_ = self._estimate(dist[:, :k], store=True)
+
+        def estimate_on(members: torch.Tensor) -> float:
+            return self._estimate(
+                neighbor_dist_within(X, dist, idx, members, k), store=False
+            )[0]
+
+        self._set_interval(self.dimension_, estimate_on, n, n_min, X.device)
+        return self
+
+
+class TwoNN(_KNNEstimator):
+    """TwoNN intrinsic dimension (Facco, d'Errico, Rodriguez & Laio 2017).
+
+    For each point, ``mu = r2 / r1`` (second over first nearest-neighbour distance)
+    follows a Pareto law of shape ``d``, so ``-log(1 - F(mu)) = d log(mu)``. With
+    the ``N`` ratios sorted, ``F`` is estimated as ``i / N`` for the ``i``-th; the
+    largest ``discard_fraction`` of them are dropped (``int(N (1 - discard_fraction))``
+    kept, at most ``N - 1`` since ``F = 1`` has no logarithm) and ``d`` is the slope
+    of the least-squares line through the origin. This is the convention of
+    ``skdim.id.TwoNN(discard_fraction=...)`` (scikit-dimension 0.5), which it
+    reproduces to about 1e-7 on the same points.
+
+    Parameters
+    ----------
+    discard_fraction : fraction of the largest ratios discarded, in [0, 1).
+    n_subsamples : number of random subsamples behind ``ci_`` (0: no interval).
+    subsample_fraction : subsample size as a fraction of the distinct rows, in (0, 1).
+    ci_level : coverage of the interval, in (0, 1).
+    seed : seed of the subsample draws, the only randomness.
+
+    Attributes
+    ----------
+    dimension_ : float, the estimate (``nan`` with ``reason_`` if it cannot be made).
+    ci_ : (low, high), see ``analysis._id_uncertainty``; ``se_`` its standard error.
+    mu_ : float64 tensor ``(n_unique_,)``, the ratios ``r2 / r1`` of distinct rows.
+    n_samples_, n_unique_, n_duplicates_ : rows given, distinct rows, rows with an
+        identical other row (dropped from the estimate, which uses distinct rows).
+    subsample_dimensions_ : the subsample estimates behind ``ci_``.
+
+    Example
+    -------
+    >>> from analysis.manifolds import make_manifold
+    >>> X = make_manifold("sphere", n=2000, d=2, D=64, seed=0)  # (2000, 64)
+    >>> est = TwoNN().fit(X)
+    >>> round(est.dimension_)
+    2
+    """
+
+    def __init__(
+        self,
+        *,
+        discard_fraction: float = 0.1,
+        n_subsamples: int = 10,
+        subsample_fraction: float = 0.5,
+        ci_level: float = 0.95,
+        seed: int = 0,
+    ) -> None:
+        self.discard_fraction = discard_fraction
+        self.n_subsamples = n_subsamples
+        self.subsample_fraction = subsample_fraction
+        self.ci_level = ci_level
+        self.seed = seed
+
+    def _check_params(self) -> None:
+        check_open_unit(self.discard_fraction, "discard_fraction", closed_low=True)
+        self._check_subsampling()
+
+    def _n_neighbors(self) -> int:
+        return 2
+
+    def _min_samples(self) -> int:
+        n = 3
+        while min(int(n * (1 - self.discard_fraction)), n - 1) < 2:
+            n += 1
+        return n
+
+    def _estimate(self, dist: torch.Tensor, store: bool) -> tuple[float, str | None]:
+        r1, r2 = dist[:, 0], dist[:, 1]  # float64
+        mu = r2[r1 > 0] / r1[r1 > 0]  # r1 > 0 on distinct rows; kept as a guard
+        if store:
+            self.mu_ = mu
+        N = mu.numel()
+        n_keep = min(int(N * (1 - self.discard_fraction)), N - 1)
+        if n_keep < 2:
+            return math.nan, f"fewer than 2 ratios left of {N}"
+        x = mu.sort().values[:n_keep].log()
+        F = torch.arange(1, n_keep + 1, dtype=torch.float64, device=mu.device) / N
+        y = -torch.log1p(-F)
+        sxx = float((x * x).sum())
+        if sxx == 0:
+            return math.nan, "every point has r2 == r1: the ratios carry no dimension"
+        return float((x * y).sum()) / sxx, None
+
+
+class MLE(_KNNEstimator):
+    """Maximum-likelihood intrinsic dimension (Levina & Bickel 2005), averaged as
+    MacKay & Ghahramani (2005) propose.
+
+    With ``T_1 <= ... <= T_k`` the distances from a point to its ``k`` nearest other
+    points, the local estimate is ``m_k = (k - 1) / sum_{j<k} log(T_k / T_j)``
+    (``k - 2`` with ``unbiased=True``), and the global estimate is the inverse of the
+    mean of the inverses, ``1 / mean(1 / m_k)``, which is less biased than the mean
+    of ``m_k``. This is ``skdim.id.MLE(unbiased=False).fit(X, n_neighbors=k,
+    comb="mle")`` (its defaults: ``dnoise=None, neighborhood_based=True``) of
+    scikit-dimension 0.5, reproduced to about 1e-7 on the same points.
+
+    Parameters
+    ----------
+    k : number of neighbours, at least 2 (3 with ``unbiased``).
+    unbiased : use ``k - 2`` instead of ``k - 1`` in the local estimate.
+    n_subsamples : number of random subsamples behind ``ci_`` (0: no interval).
+    subsample_fraction : subsample size as a fraction of the distinct rows, in (0, 1).
+    ci_level : coverage of the interval, in (0, 1).
+    seed : seed of the subsample draws, the only randomness.
+
+    Attributes
+    ----------
+    dimension_, ci_, se_, n_samples_, n_unique_, n_duplicates_,
+    subsample_dimensions_ : as in ``TwoNN``.
+    k_ : the ``k`` used.
+    dimension_pw_ : float64 tensor ``(n_unique_,)``, the local estimates ``m_k``
+        (``inf`` where all ``k`` neighbours are equidistant).
+
+    Example
+    -------
+    >>> from analysis.manifolds import make_manifold
+    >>> X = make_manifold("linear", n=2000, d=3, D=64, seed=0)  # (2000, 64)
+    >>> round(MLE(k=20).fit(X).dimension_)
+    3
+    """
+
+    def __init__(
+        self,
+        *,
+        k: int = 20,
+        unbiased: bool = False,
+        n_subsamples: int = 10,
+        subsample_fraction: float = 0.5,
+        ci_level: float = 0.95,
+        seed: int = 0,
+    ) -> None:
+        self.k = k
+        self.unbiased = unbiased
+        self.n_subsamples = n_subsamples
+        self.subsample_fraction = subsample_fraction
+        self.ci_level = ci_level
+        self.seed = seed
+
+    def _check_params(self) -> None:
+        self.k_ = check_int(self.k, "k", 3 if self.unbiased else 2)
+        self._check_subsampling()
+
+    def _n_neighbors(self) -> int:
+        return self.k
+
+    def _min_samples(self) -> int:
+        return self.k + 1
+
+    def _estimate(self, dist: torch.Tensor, store: bool) -> tuple[float, str | None]:
+        T = dist[dist[:, 0] > 0]  # (n, k) float64; distinct rows have T_1 > 0
+        kfac = self.k - 2 if self.unbiased else self.k - 1
+        inv_m = (T[:, -1:] / T[:, :-1]).log().sum(dim=1) / kfac  # 1 / m_k, (n,)
+        if store:
+            self.dimension_pw_ = 1.0 / inv_m
+        mean_inv = float(inv_m.mean()) if inv_m.numel() else 0.0
+        if mean_inv == 0:
+            return math.nan, "all neighbours equidistant: no dimension to measure"
+        return 1.0 / mean_inv, None
+
+
+ID_ESTIMATORS: dict[str, type[SubsampledEstimator]] = {
+    "twonn": TwoNN,
+    "mle": MLE,
+    "pca90": PCADimension,
+    "participation_ratio": ParticipationRatio,
+}
+
+
+def estimate_id(
+    X: torch.Tensor, method: str, *, seed: int = 0, **params: Any
+) -> MetricValue:
+    """Intrinsic dimension of the rows of ``X`` by the estimator named ``method``.
+
+    Parameters
+    ----------
+    X : tensor of shape ``(N, ...)``, any real dtype, on any device (the work runs
+        there); flattened to ``(N, D)``.
+    method : a key of ``ID_ESTIMATORS``: ``"twonn"``, ``"mle"``, ``"pca90"``,
+        ``"participation_ratio"``.
+    seed : seed of the subsampling interval.
+    **params : keyword parameters of the estimator class (e.g. ``k=10`` for
+        ``"mle"``, ``n_subsamples=0`` for no interval).
+
+    Returns
+    -------
+    MetricValue : ``metric="intrinsic_dimension"``, ``estimator=method``, the value
+        and interval (``None`` when not finite, with ``reason``), ``n_samples`` (rows
+        given), and ``params``: every parameter used, defaults included, plus
+        ``n_duplicates`` (and ``n_unique`` for the kNN estimators).
+
+    Raises
+    ------
+    InvalidInputError : unknown method or parameter, bad parameter value, non-finite
+        ``X``, too few samples.
+
+    Example
+    -------
+    >>> from analysis.manifolds import make_manifold
+    >>> X = make_manifold("sphere", n=2000, d=2, D=64, seed=0)
+    >>> mv = estimate_id(X, "twonn", seed=0)
+    >>> mv.estimator, round(mv.value), mv.ci_low < mv.value < mv.ci_high
+    ('twonn', 2, True)
+    """
+    if method not in ID_ESTIMATORS:
+        raise InvalidInputError(
+            f"unknown intrinsic-dimension method {method!r}; choose one of "
+            f"{', '.join(ID_ESTIMATORS)}"
+        )
+    cls = ID_ESTIMATORS[method]
+    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(params) - set(valid) | ({"seed"} & set(params)))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown parameter(s) {', '.join(unknown)} for {method!r}; valid: "
+            f"{', '.join(valid)} (seed is its own argument)"
+        )
+    est = cls(seed=seed, **params).fit(X)  # type: ignore[call-arg]
+    used = est.get_params() | {"n_duplicates": est.n_duplicates_}
+    if hasattr(est, "n_unique_"):
+        used["n_unique"] = est.n_unique_
+    reason = est.reason_ or est.ci_reason_
+    return MetricValue(
+        metric="intrinsic_dimension",
+        estimator=method,
+        value=est.dimension_,
+        ci_low=est.ci_[0],
+        ci_high=est.ci_[1],
+        n_samples=est.n_samples_,
+        params=used,
+        reason=reason,
+    )

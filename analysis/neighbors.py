@@ -1,0 +1,198 @@
+"""Exact k-nearest-neighbour search over the rows of a tensor, chunked.
+
+The search runs on the input's device and holds one ``(chunk, N)`` block at a time,
+so memory is ``O(N * chunk)`` on top of the input, never ``O(N^2)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from analysis.errors import InvalidInputError
+
+__all__ = ["METRICS", "knn"]
+
+METRICS: tuple[str, ...] = ("euclidean", "chebyshev")
+
+# Bytes of one (chunk, N) block of scores; 256 MB keeps the matmul near its peak rate
+# while leaving memory for everything else.
+_BLOCK_BYTES = 256 * 2**20
+# Bytes of the float64 (rows, candidates, D) differences of the exact recheck.
+_RECHECK_BYTES = 32 * 2**20
+
+
+def knn(
+    X: torch.Tensor,
+    k: int,
+    *,
+    metric: str = "euclidean",
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` nearest other rows of every row of ``X``.
+
+    A point is never its own neighbour (it is excluded by index); an identical other
+    row is a neighbour at distance 0.
+
+    ``"euclidean"``: query rows are taken in chunks; for each chunk the float32 Gram
+    form ``||b||^2 - 2 a.b`` (on centred data, which shrinks its cancellation error)
+    ranks all rows, ``topk`` keeps ``k`` plus a few spare candidates, and the
+    candidates' distances are then recomputed exactly in float64 from the
+    differences ``a - b`` and re-sorted. Distances are therefore exact (an identical
+    row gives exactly 0), and the neighbours are the true ones unless more than the
+    spare candidates lie within float32 rounding of the k-th distance, in which case
+    a neighbour may be swapped for one at a distance equal to float32 precision.
+    ``"chebyshev"`` (max-norm, for the KSG mutual-information estimator):
+    ``torch.cdist(p=inf)`` per chunk in float64, exact as it is (no cancellation).
+
+    Ties are broken by the lower index among the candidates that were rechecked.
+
+    Parameters
+    ----------
+    X : tensor of shape ``(N, D)``, any real dtype, on any device; finite.
+    k : number of neighbours, ``1 <= k <= N - 1``.
+    metric : ``"euclidean"`` or ``"chebyshev"``.
+    chunk_size : query rows per block; by default chosen so that one
+        ``(chunk_size, N)`` block of scores takes about 256 MB.
+
+    Returns
+    -------
+    dist : float64 tensor of shape ``(N, k)``, ascending along each row.
+    idx : int64 tensor of shape ``(N, k)``, the row indices of the neighbours.
+
+    Raises
+    ------
+    InvalidInputError : ``X`` not 2-d or not finite, ``k`` out of range, unknown
+        metric, ``chunk_size < 1``.
+
+    Example
+    -------
+    >>> X = torch.tensor([[0.0], [1.0], [3.0]])
+    >>> dist, idx = knn(X, 1)
+    >>> dist.squeeze(1).tolist(), idx.squeeze(1).tolist()
+    ([1.0, 1.0, 2.0], [1, 0, 1])
+    """
+    _validate(X, k, metric, chunk_size)
+    N = X.shape[0]
+    if metric == "euclidean":
+        chunk = chunk_size or max(1, _BLOCK_BYTES // (4 * N))
+        return _knn_euclidean(X, k, min(chunk, N))
+    chunk = chunk_size or max(1, _BLOCK_BYTES // (8 * N))
+    return _knn_chebyshev(X, k, min(chunk, N))
+
+
+def _validate(X: torch.Tensor, k: int, metric: str, chunk_size: int | None) -> None:
+    if not isinstance(X, torch.Tensor) or X.ndim != 2:
+        shape = tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__
+        raise InvalidInputError(
+            f"knn needs a 2-d tensor of shape (N, D), got {shape}; "
+            "flatten the sample dimensions first"
+        )
+    if X.is_complex():
+        raise InvalidInputError("knn needs a real tensor, got a complex one")
+    if metric not in METRICS:
+        raise InvalidInputError(
+            f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}"
+        )
+    N = X.shape[0]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= N - 1:
+        raise InvalidInputError(
+            f"k must be an integer with 1 <= k <= N - 1 = {N - 1} for N = {N} rows, "
+            f"got {k!r}; pass a smaller k or more rows"
+        )
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, int)
+        or chunk_size < 1
+    ):
+        raise InvalidInputError(
+            f"chunk_size must be a positive integer or None, got {chunk_size!r}"
+        )
+    if X.is_floating_point() and not bool(torch.isfinite(X).all()):
+        raise InvalidInputError(
+            "X holds NaN or infinite values; remove or impute them before the "
+            "neighbour search"
+        )
+
+
+def _n_spare(k: int) -> int:
+    # Spare candidates against float32 rounding of the Gram form.
+    return max(4, math.ceil(0.25 * k))
+
+
+def _knn_euclidean(
+    X: torch.Tensor, k: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    N = X.shape[0]
+    n_cand = min(N - 1, k + _n_spare(k))
+    # Centring leaves distances unchanged and shrinks ||a||^2 + ||b||^2, the scale
+    # of the float32 cancellation error of the Gram form.
+    mean = X.mean(dim=0, dtype=torch.float64)  # (D,)
+    Xc = X.to(torch.float32, copy=True)  # (N, D)
+    Xc -= mean.to(torch.float32)
+    sq = (Xc * Xc).sum(dim=1)  # (N,)
+    XcT = Xc.T.contiguous()  # (D, N): a contiguous right operand is faster
+    buf = torch.empty(chunk, N, dtype=torch.float32, device=X.device)
+    dist = torch.empty(N, k, dtype=torch.float64, device=X.device)
+    idx = torch.empty(N, k, dtype=torch.int64, device=X.device)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        c = stop - start
+        rows = torch.arange(start, stop, device=X.device)
+        score = buf[:c]
+        # score[i, j] = ||x_j||^2 - 2 x_i.x_j = ||x_i - x_j||^2 - ||x_i||^2
+        torch.addmm(sq.unsqueeze(0), Xc[start:stop], XcT, alpha=-2.0, out=score)
+        score[rows - start, rows] = math.inf  # a point is not its own neighbour
+        cand = score.topk(n_cand, dim=1, largest=False, sorted=False).indices
+        d2 = _exact_sqdist(X, rows, cand)  # (c, n_cand) float64
+        d, j = _sort_by_dist_then_index(d2, cand)
+        dist[start:stop] = d[:, :k].sqrt()
+        idx[start:stop] = j[:, :k]
+    return dist, idx
+
+
+def _exact_sqdist(
+    X: torch.Tensor, rows: torch.Tensor, cand: torch.Tensor
+) -> torch.Tensor:
+    """Squared distances ``||x_rows[i] - x_cand[i, j]||^2`` in float64, from differences."""
+    c, n_cand = cand.shape
+    D = X.shape[1]
+    step = max(1, _RECHECK_BYTES // (8 * n_cand * D))
+    out = torch.empty(c, n_cand, dtype=torch.float64, device=X.device)
+    for s in range(0, c, step):
+        a = X[rows[s : s + step]].to(torch.float64)  # (s, D)
+        b = X[cand[s : s + step]].to(torch.float64)  # (s, n_cand, D)
+        diff = b - a.unsqueeze(1)
+        out[s : s + step] = (diff * diff).sum(dim=2)
+    return out
+
+
+def _sort_by_dist_then_index(
+    d: torch.Tensor, j: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    j, order = j.sort(dim=1)
+    d = d.gather(1, order)
+    d, order = d.sort(dim=1, stable=True)
+    return d, j.gather(1, order)
+
+
+def _knn_chebyshev(
+    X: torch.Tensor, k: int, chunk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    N = X.shape[0]
+    # float64 differences of float32 inputs are exact; the max-norm has no
+    # cancellation, so no recheck is needed.
+    X64 = X.to(torch.float64)  # (N, D)
+    dist = torch.empty(N, k, dtype=torch.float64, device=X.device)
+    idx = torch.empty(N, k, dtype=torch.int64, device=X.device)
+    for start in range(0, N, chunk):
+        stop = min(start + chunk, N)
+        rows = torch.arange(start, stop, device=X.device)
+        block = torch.cdist(X64[start:stop], X64, p=math.inf)  # (c, N)
+        block[rows - start, rows] = math.inf
+        d, j = block.topk(k, dim=1, largest=False, sorted=True)
+        d, j = _sort_by_dist_then_index(d, j)
+        dist[start:stop] = d
+        idx[start:stop] = j
+    return dist, idx
