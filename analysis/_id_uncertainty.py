@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from analysis.errors import InvalidInputError
-from analysis.neighbors import knn
+from analysis.neighbors import search
 
 
 def n_neighbors_for_reuse(k: int, fraction: float, n: int) -> int:
@@ -74,7 +74,7 @@ def neighbor_dist_within(
     out = dist[members].gather(1, pos)  # (m, k)
     bad = (ok.sum(dim=1) < k).nonzero().squeeze(1)
     if bad.numel() > m // 10:
-        return knn(X[members], k)[0]
+        return search(X[members], k)[0]
     if bad.numel():
         out[bad] = _exact_within(X, members, bad, k)
     return out
@@ -210,8 +210,8 @@ def as_matrix(X: Any) -> torch.Tensor:
     if not X.is_floating_point():
         X = X.to(torch.float32)
     X = X.reshape(X.shape[0], -1)  # (N, D)
-    n_bad = int((~torch.isfinite(X)).sum())
-    if n_bad:
+    if not bool(torch.isfinite(X).all()):
+        n_bad = int((~torch.isfinite(X)).sum())
         raise InvalidInputError(
             f"X holds {n_bad} NaN or infinite values; remove or impute them first"
         )

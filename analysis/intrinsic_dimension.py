@@ -37,7 +37,7 @@ from analysis._id_uncertainty import (
     neighbor_dist_within,
 )
 from analysis.errors import InvalidInputError
-from analysis.neighbors import knn
+from analysis.neighbors import search
 from analysis.types import MetricValue
 
 __all__ = [
@@ -82,7 +82,7 @@ class _KNNEstimator(SubsampledEstimator):
         K = k
         if self.n_subsamples:
             K = n_neighbors_for_reuse(k, self.subsample_fraction, N)
-        dist, idx = knn(X, K)
+        dist, idx = search(X, K)
         zero = dist[:, 0] == 0
         self.n_duplicates_ = int(zero.sum())
         if self.n_duplicates_:
@@ -99,7 +99,7 @@ class _KNNEstimator(SubsampledEstimator):
             self._set_interval(math.nan, lambda s: math.nan, n, n_min, X.device)
             return self
         if self.n_duplicates_:
-            dist, idx = knn(X, min(K, n - 1))
+            dist, idx = search(X, min(K, n - 1))
         self.dimension_, self.reason_ = self._estimate(dist[:, :k], store=True)
 
         def estimate_on(members: torch.Tensor) -> float:

@@ -19,8 +19,10 @@ METRICS: tuple[str, ...] = ("euclidean", "chebyshev")
 # Bytes of one (chunk, N) block of scores; 256 MB keeps the matmul near its peak rate
 # while leaving memory for everything else.
 _BLOCK_BYTES = 256 * 2**20
-# Bytes of the float64 (rows, candidates, D) differences of the exact recheck.
-_RECHECK_BYTES = 32 * 2**20
+# Bytes of the float64 (rows, candidates, D) operand of the exact recheck. The
+# recheck is memory-bound; batched cdist on a few-MB block (no materialised
+# differences) measured 1.6-3.5x faster than difference-square-sum on 32 MB blocks.
+_RECHECK_BYTES = 4 * 2**20
 
 
 def knn(
@@ -74,6 +76,17 @@ def knn(
     ([1.0, 1.0, 2.0], [1, 0, 1])
     """
     _validate(X, k, metric, chunk_size)
+    return search(X, k, metric=metric, chunk_size=chunk_size)
+
+
+def search(
+    X: torch.Tensor,
+    k: int,
+    *,
+    metric: str = "euclidean",
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``knn`` without the argument checks, for callers that made them already."""
     N = X.shape[0]
     if metric == "euclidean":
         chunk = chunk_size or max(1, _BLOCK_BYTES // (4 * N))
@@ -129,42 +142,70 @@ def _knn_euclidean(
     # Centring leaves distances unchanged and shrinks ||a||^2 + ||b||^2, the scale
     # of the float32 cancellation error of the Gram form.
     mean = X.mean(dim=0, dtype=torch.float64)  # (D,)
-    Xc = X.to(torch.float32, copy=True)  # (N, D)
-    Xc -= mean.to(torch.float32)
-    sq = (Xc * Xc).sum(dim=1)  # (N,)
-    XcT = Xc.T.contiguous()  # (D, N): a contiguous right operand is faster
+    Xc = X.to(torch.float32) - mean.to(torch.float32)  # (N, D)
+    sq = (Xc * Xc).sum(dim=1, keepdim=True)  # (N, 1)
+    # [a, 1] . [-2 b, ||b||^2] = ||b||^2 - 2 a.b: the GEMM writes the scores itself
+    # (addmm with a broadcast bias first copies it into the whole block).
+    A = torch.cat([Xc, torch.ones_like(sq)], dim=1)  # (N, D+1)
+    Bt = torch.cat([-2.0 * Xc, sq], dim=1).T.contiguous()  # (D+1, N)
+    del Xc
     buf = torch.empty(chunk, N, dtype=torch.float32, device=X.device)
     dist = torch.empty(N, k, dtype=torch.float64, device=X.device)
     idx = torch.empty(N, k, dtype=torch.int64, device=X.device)
     for start in range(0, N, chunk):
         stop = min(start + chunk, N)
-        c = stop - start
         rows = torch.arange(start, stop, device=X.device)
-        score = buf[:c]
-        # score[i, j] = ||x_j||^2 - 2 x_i.x_j = ||x_i - x_j||^2 - ||x_i||^2
-        torch.addmm(sq.unsqueeze(0), Xc[start:stop], XcT, alpha=-2.0, out=score)
+        # score[i, j] = ||x_i - x_j||^2 - ||x_i||^2: same order along a row
+        score = torch.mm(A[start:stop], Bt, out=buf[: stop - start])
         score[rows - start, rows] = math.inf  # a point is not its own neighbour
-        cand = score.topk(n_cand, dim=1, largest=False, sorted=False).indices
-        d2 = _exact_sqdist(X, rows, cand)  # (c, n_cand) float64
-        d, j = _sort_by_dist_then_index(d2, cand)
-        dist[start:stop] = d[:, :k].sqrt()
+        cand = _smallest(score, n_cand)
+        d, j = _sort_by_dist_then_index(_exact_dist(X, rows, cand), cand)
+        dist[start:stop] = d[:, :k]
         idx[start:stop] = j[:, :k]
     return dist, idx
 
 
-def _exact_sqdist(
+_BLOCK = 32  # columns per block of the two-stage selection
+
+
+def _smallest(score: torch.Tensor, n: int) -> torch.Tensor:
+    """Column indices ``(c, n)`` of the ``n`` smallest entries of each row.
+
+    Two stages when rows are long: the ``n`` smallest entries of a row lie in the
+    ``n`` blocks of 32 columns with the smallest minima (a block holding one of them
+    has its minimum among the ``n`` smallest values, and each such minimum is a
+    distinct entry), so a ``topk`` over the block minima and one inside those ``n``
+    blocks give the same values as a ``topk`` over the row (ties may pick other,
+    equal entries), 2-2.5x faster for short lists.
+    """
+    c, N = score.shape
+    nb = N // _BLOCK
+    if nb < 16 * n:
+        return score.topk(n, dim=1, largest=False, sorted=False).indices
+    block_min = score[:, : nb * _BLOCK].view(c, nb, _BLOCK).amin(dim=2)  # (c, nb)
+    blocks = block_min.topk(n, dim=1, largest=False, sorted=False).indices
+    offsets = torch.arange(_BLOCK, device=score.device)
+    cols = (blocks.unsqueeze(2) * _BLOCK + offsets).reshape(c, n * _BLOCK)
+    if nb * _BLOCK < N:  # the tail columns, fewer than a block, always compete
+        tail = torch.arange(nb * _BLOCK, N, device=score.device).expand(c, -1)
+        cols = torch.cat([cols, tail], dim=1)
+    pick = score.gather(1, cols).topk(n, dim=1, largest=False, sorted=False).indices
+    return cols.gather(1, pick)
+
+
+def _exact_dist(
     X: torch.Tensor, rows: torch.Tensor, cand: torch.Tensor
 ) -> torch.Tensor:
-    """Squared distances ``||x_rows[i] - x_cand[i, j]||^2`` in float64, from differences."""
+    """Distances ``||x_rows[i] - x_cand[i, j]||`` in float64, from differences."""
     c, n_cand = cand.shape
-    D = X.shape[1]
-    step = max(1, _RECHECK_BYTES // (8 * n_cand * D))
+    step = max(1, _RECHECK_BYTES // (8 * n_cand * X.shape[1]))
     out = torch.empty(c, n_cand, dtype=torch.float64, device=X.device)
     for s in range(0, c, step):
-        a = X[rows[s : s + step]].to(torch.float64)  # (s, D)
+        a = X[rows[s : s + step]].to(torch.float64).unsqueeze(1)  # (s, 1, D)
         b = X[cand[s : s + step]].to(torch.float64)  # (s, n_cand, D)
-        diff = b - a.unsqueeze(1)
-        out[s : s + step] = (diff * diff).sum(dim=2)
+        out[s : s + step] = torch.cdist(
+            a, b, compute_mode="donot_use_mm_for_euclid_dist"
+        ).squeeze(1)
     return out
 
 

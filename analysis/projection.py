@@ -1,4 +1,4 @@
-"""Seeded sparse random projections that keep pairwise distances (Johnson-Lindenstrauss).
+"""Seeded sparse random projections that keep pairwise distances (JL lemma).
 
 A layer of ``width_in`` features is mapped to ``width_out`` by ``y = x @ R`` with a
 sparse random ``R`` (``width_in`` x ``width_out``) that is never dense: it is generated
@@ -135,17 +135,18 @@ class SparseRandomProjection:
         self, n: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k, c = self.width_out, self.c
-        edges = torch.arange(c + 1) * k // c  # output block b is edges[b]:edges[b+1]
-        sizes = edges[1:] - edges[:-1]  # (c,)
-        u = torch.rand(n, c, generator=gen, dtype=torch.float64)
-        rows = (edges[:-1] + (u * sizes).long()).flatten()  # (n*c,), column-major
-        signs = torch.randint(0, 2, (n * c,), generator=gen, dtype=torch.int8)
+        edges = torch.arange(c + 1, dtype=torch.int32) * k // c  # block b: edges[b:b+2]
+        sizes = (edges[1:] - edges[:-1]).float()  # (c,)
+        # one draw per entry: its row within output block b and, in the low bit, its
+        # sign (float32 has 24 bits, ample for 2 * k / c values)
+        draw = (torch.rand(n, c, generator=gen) * (2 * sizes)).int()  # (n, c)
+        rows = (edges[:-1] + draw // 2).flatten()  # (n*c,); entry e is column e // c
         # A stable sort by row keeps the columns ascending within each row (int32
         # keys: torch sorts them by radix, 20x faster than int64 here).
-        order = torch.sort(rows.int(), stable=True).indices
-        cols = torch.arange(n).repeat_interleave(c)
-        vals = (signs[order].float() * 2 - 1) / math.sqrt(c)
-        return rows[order], cols[order], vals
+        rows, order = torch.sort(rows, stable=True)
+        signs = draw.flatten()[order] % 2
+        vals = (signs.float() * 2 - 1) / math.sqrt(c)
+        return rows, order // c, vals
 
     def _very_sparse_block(
         self, n: int, gen: torch.Generator
@@ -162,7 +163,9 @@ class SparseRandomProjection:
             pos = torch.empty(0, dtype=torch.long)
             last = -1
             while last < cells:
-                gaps = torch.empty(draws, dtype=torch.float64).geometric_(p, generator=gen)
+                gaps = torch.empty(draws, dtype=torch.float64).geometric_(
+                    p, generator=gen
+                )
                 more = gaps.long().cumsum(0) + last  # (draws,)
                 pos = torch.cat([pos, more[more < cells]])
                 last = int(more[-1])
@@ -191,8 +194,7 @@ class SparseRandomProjection:
         """Project ``x`` (B, width_in) to (B, width_out) float32 on ``self.device``."""
         if x.ndim != 2 or x.shape[1] != self.width_in:
             raise InvalidInputError(
-                f"projection expects (B, {self.width_in}) inputs, got "
-                f"{tuple(x.shape)}"
+                f"projection expects (B, {self.width_in}) inputs, got {tuple(x.shape)}"
             )
         x = x.to(device=self.device, dtype=torch.float32)
         y: torch.Tensor | None = None  # (width_out, B)

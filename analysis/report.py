@@ -112,7 +112,7 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
     fig, (ax_w, ax_id) = plt.subplots(
         2,
         1,
-        figsize=(max(6.0, 0.35 * len(layers) + 2), 6.5),
+        figsize=(max(7.0, 0.35 * len(layers) + 2), 6.5),
         sharex=True,
         gridspec_kw={"height_ratios": [1, 2]},
     )
@@ -154,7 +154,9 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
     model = result["model"].get("architecture") or result["model"].get("class", "")
     dataset = result["dataset"].get("spec", "")
     ax_w.set_title(
-        f"{model} on {dataset}: width and intrinsic dimension (shaded: bottlenecks)"
+        f"{model} on {dataset}\nwidth and intrinsic dimension per layer "
+        "(shaded: bottlenecks)",
+        fontsize=10,
     )
     fig.tight_layout()
     path = Path(path)
