@@ -10,7 +10,7 @@ from analysis.architectures import (
     register_architecture,
 )
 from analysis.bottlenecks import find_bottlenecks
-from analysis.capture import Capture, capture, profile
+from analysis.capture import Capture, profile
 from analysis.checkpoints import (
     Checkpoint,
     load_model,
@@ -22,6 +22,7 @@ from analysis.datasets import Dataset, load_dataset
 from analysis.errors import (
     BottlelensError,
     CheckpointMismatchError,
+    DataError,
     FileTooLargeError,
     InvalidInputError,
     ShapeMismatchError,
@@ -51,11 +52,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnalysisConfig",
     "AnalysisResult",
-    "Bottleneck",
     "BottlelensError",
+    "Bottleneck",
     "Capture",
     "Checkpoint",
     "CheckpointMismatchError",
+    "DataError",
     "Dataset",
     "FileTooLargeError",
     "InvalidInputError",
@@ -71,7 +73,6 @@ __all__ = [
     "analyse",
     "available_architectures",
     "build_model",
-    "capture",
     "dry_run",
     "estimate_id",
     "find_bottlenecks",

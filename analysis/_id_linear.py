@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from analysis._id_uncertainty import SubsampledEstimator, as_matrix, check_open_unit
-from analysis.errors import InvalidInputError
+from analysis.errors import DataError
 
 # Rows per float64 block when accumulating a D x D covariance.
 _BLOCK_BYTES = 64 * 2**20
@@ -18,21 +18,28 @@ _BLOCK_BYTES = 64 * 2**20
 def covariance_eigenvalues(X: torch.Tensor) -> torch.Tensor:
     """Eigenvalues of the sample covariance of ``X`` (N, D), float64, descending.
 
-    Computed from the smaller of the ``D x D`` covariance (accumulated in float64
-    row blocks) and the ``N x N`` Gram matrix of the centred rows; they share their
-    nonzero eigenvalues. Negative rounding noise is clipped to 0.
+    From the smaller of the ``D x D`` scatter matrix and the ``N x N`` Gram matrix of
+    the centred rows (they share their nonzero eigenvalues). The rows are centred
+    first (a large common offset, as after a ReLU, would otherwise cancel; an error
+    ``c`` in the rounded mean only adds ``N c c^T``, about 1e-9 relative), then the
+    products run in the input's precision, float32 unless it is float64, per row
+    block with the blocks summed in float64: float32 products are several times
+    faster on CPU and their relative error, about 1e-6 of the largest eigenvalue, is
+    far below what a 90% variance count or a participation ratio can see.
+    ``eigvalsh`` runs in float64. Negative rounding noise is clipped to 0.
     """
     N, D = X.shape
-    mean = X.mean(dim=0, dtype=torch.float64)  # (D,)
+    dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
+    mean = X.mean(dim=0, dtype=torch.float64).to(dtype)  # (D,)
     if N <= D:
-        Xc = X.to(torch.float64) - mean  # (N, D)
-        M = Xc @ Xc.T  # (N, N)
+        Xc = X.to(dtype) - mean  # (N, D)
+        M = (Xc @ Xc.T).to(torch.float64)  # (N, N)
     else:
         M = torch.zeros(D, D, dtype=torch.float64, device=X.device)
         step = max(1, _BLOCK_BYTES // (8 * D))
         for s in range(0, N, step):
-            B = X[s : s + step].to(torch.float64) - mean  # (b, D)
-            M.addmm_(B.T, B)
+            B = X[s : s + step].to(dtype) - mean  # (b, D)
+            M += (B.T @ B).to(torch.float64)
     lam = torch.linalg.eigvalsh(M).flip(0).clamp_min(0.0)
     return lam / max(N - 1, 1)
 
@@ -44,24 +51,27 @@ class _LinearEstimator(SubsampledEstimator):
     def _check_params(self) -> None:
         self._check_subsampling()
 
-    def _on(self, X: torch.Tensor) -> tuple[float, str | None]:
-        if bool((X[0] == X).all()):
+    def _on(
+        self, X: torch.Tensor, lam: torch.Tensor | None = None
+    ) -> tuple[float, str | None]:
+        lo, hi = torch.aminmax(X, dim=0)
+        if torch.equal(lo, hi):
             return math.nan, "all points identical"
-        return self._from_eigenvalues(covariance_eigenvalues(X))
+        return self._from_eigenvalues(covariance_eigenvalues(X) if lam is None else lam)
 
     def fit(self, X: Any) -> _LinearEstimator:
         self._check_params()
         X = as_matrix(X)  # (N, D)
         N = X.shape[0]
         if N < 2:
-            raise InvalidInputError(
+            raise DataError(
                 f"{type(self).__name__} needs at least 2 samples, got {N}; "
                 "pass more samples"
             )
         self.n_samples_ = N
         self.n_duplicates_ = 0  # duplicates are ordinary points for a covariance
         self.eigenvalues_ = covariance_eigenvalues(X)
-        self.dimension_, self.reason_ = self._on(X)
+        self.dimension_, self.reason_ = self._on(X, self.eigenvalues_)
         self._set_interval(self.dimension_, lambda s: self._on(X[s])[0], N, 2, X.device)
         return self
 

@@ -30,15 +30,19 @@ from typing import Any
 
 import torch
 
-from analysis.errors import InvalidInputError
+from analysis.errors import DataError, InvalidInputError
 from analysis.neighbors import search
 
 
 def n_neighbors_for_reuse(k: int, fraction: float, n: int) -> int:
-    """Length of the full neighbour lists so that a ``fraction`` subsample usually
-    finds its ``k`` neighbours among them (about 3 binomial s.d. of margin)."""
-    need = (k + 3.0 * math.sqrt(k / fraction) + 2.0) / fraction
-    return min(n - 1, max(k, math.ceil(need)))
+    """Length ``K`` of the full neighbour lists so that a ``fraction`` subsample
+    finds its ``k`` neighbours among them: the number of members among ``K``
+    neighbours is Binomial(K, fraction), and ``K`` puts ``k`` 3 s.d. below its mean
+    (about 0.1% of the rows then need the exact fallback search)."""
+    K = k
+    while K * fraction - 3.0 * math.sqrt(K * fraction * (1 - fraction)) < k:
+        K += 1
+    return min(n - 1, K)
 
 
 def subsample_indices(
@@ -212,7 +216,7 @@ def as_matrix(X: Any) -> torch.Tensor:
     X = X.reshape(X.shape[0], -1)  # (N, D)
     if not bool(torch.isfinite(X).all()):
         n_bad = int((~torch.isfinite(X)).sum())
-        raise InvalidInputError(
+        raise DataError(
             f"X holds {n_bad} NaN or infinite values; remove or impute them first"
         )
     return X

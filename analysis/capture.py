@@ -26,7 +26,7 @@ import itertools
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -84,8 +84,9 @@ def profile(model: nn.Module, sample: torch.Tensor) -> list[LayerInfo]:
 
     Example
     -------
-    >>> [(l.name, l.shape) for l in profile(net, torch.randn(2, 64))][:2]
-    [('fc0', (256,)), ('act0', (256,))]
+    >>> net = build_model("mlp", {"in_features": 64, "widths": [256, 16, 256]})
+    >>> [(l.name, l.shape) for l in profile(net, torch.randn(2, 64))][:3]
+    [('flatten', (64,)), ('fc0', (256,)), ('act0', (256,))]
     """
     if not isinstance(sample, torch.Tensor) or sample.ndim < 1 or len(sample) < 1:
         raise InvalidInputError("profile needs a batch tensor (B, ...) with B >= 1")
@@ -144,8 +145,8 @@ def capture(
     -------
     Capture
         Memory: N x sum(stored widths) x 4 bytes, preallocated when N is known, plus
-        one batch, plus the projection matrices (about 32 bytes per input feature
-        of each projected layer).
+        one batch, plus the projection matrices (16 bytes per input feature of
+        each projected layer).
 
     Example
     -------
@@ -178,25 +179,20 @@ def capture(
     return store.result(done, recorder.layers)
 
 
+@dataclass
 class _Recorder:
     """The forward-hook callback: builds LayerInfo on the first batch, then feeds
-    each recorded output to ``on_record(info, tensor, offset)``."""
+    each recorded output of a ``wanted`` call to ``on_record(info, tensor, offset)``.
+    """
 
-    def __init__(
-        self,
-        batch: int,
-        *,
-        on_record: Callable[[LayerInfo, torch.Tensor, int], None] | None = None,
-        wanted: set[str] | None = None,
-    ) -> None:
-        self.batch = batch
-        self.offset = 0
-        self.first = True
-        self.layers: list[LayerInfo] = []
-        self.by_name: dict[str, LayerInfo] = {}
-        self.skipped: set[str] = set()
-        self.on_record = on_record
-        self.wanted = wanted
+    batch: int
+    on_record: Callable[[LayerInfo, torch.Tensor, int], None] | None = None
+    wanted: set[str] | None = None
+    offset: int = 0
+    first: bool = True
+    layers: list[LayerInfo] = field(default_factory=list)
+    by_name: dict[str, LayerInfo] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
 
     def start_batch(self, batch: int, offset: int) -> None:
         self.first = offset == 0
@@ -225,13 +221,13 @@ class _Recorder:
             self.wanted is not None and name not in self.wanted
         ):
             return
-        info_or_none = self.by_name.get(name)
-        if tensor is None or info_or_none is None:
+        known = self.by_name.get(name)
+        if tensor is None or known is None:
             raise ShapeMismatchError(
                 f"layer {name!r} output a tensor in one batch and not in another; "
                 "capture needs the same module calls in every batch"
             )
-        self.on_record(info_or_none, tensor, self.offset)
+        self.on_record(known, tensor, self.offset)
 
 
 class _Slot:
@@ -281,20 +277,16 @@ class _Slot:
         return torch.cat(self.chunks)
 
 
+@dataclass
 class _Store:
-    def __init__(
-        self,
-        device: torch.device,
-        total: int | None,
-        budget: int,
-        exact: tuple[str, ...],
-        seed: int,
-    ) -> None:
-        self.device, self.total, self.budget = device, total, budget
-        self.exact, self.seed = exact, seed
-        self.slots: dict[str, _Slot] = {}
-        self.outputs: list[torch.Tensor] = []
-        self.keep_outputs: bool | None = None
+    device: torch.device
+    total: int | None
+    budget: int
+    exact: tuple[str, ...]
+    seed: int
+    slots: dict[str, _Slot] = field(default_factory=dict)
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    keep_outputs: bool | None = None
 
     def on_record(self, info: LayerInfo, tensor: torch.Tensor, offset: int) -> None:
         slot = self.slots.get(info.name)

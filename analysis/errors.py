@@ -15,6 +15,14 @@ class InvalidInputError(BottlelensError, ValueError):
     """The user's input (file, spec, config) cannot be used as it is."""
 
 
+class DataError(InvalidInputError):
+    """The data cannot give this estimate: too few samples, non-finite values.
+
+    The analysis pipeline records it as a metric row with a reason instead of
+    stopping, since one degenerate layer should not sink the other layers.
+    """
+
+
 class UnsafeFileError(InvalidInputError):
     """A file would need code execution (pickle, TorchScript, export) to load."""
 

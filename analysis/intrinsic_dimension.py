@@ -10,13 +10,28 @@ returns ``self``; randomness only from ``seed``):
   linear, from the covariance eigenvalues.
 
 Every estimator sets ``dimension_`` (float, ``nan`` with ``reason_`` when it cannot
-be measured), ``ci_`` (a subsampling interval, see ``analysis._id_uncertainty``),
+be measured), ``ci_`` (a subsampling interval, described below),
 ``se_``, ``n_samples_`` and ``n_duplicates_``. ``estimate_id`` runs one of them by
 name and returns an ``analysis.types.MetricValue``.
 
 Identical rows (frequent after a ReLU) have no neighbour distance to measure: the kNN
 estimators count them (``n_duplicates_``: points whose nearest neighbour is at
-distance 0) and estimate on the distinct rows (``n_unique_``).
+distance 0) and estimate on the distinct rows (``n_unique_``), each group of
+identical rows counting once.
+
+The interval ``ci_`` (a delete-d jackknife, Shao & Wu 1989): ``n_subsamples`` seeded
+subsamples of ``m = round(subsample_fraction * n)`` of the ``n`` (distinct) rows,
+drawn WITHOUT replacement (a bootstrap would duplicate points, i.e. zero neighbour
+distances); each is estimated afresh (the kNN estimators find each subsample's own
+neighbours, taken exactly from longer full-set neighbour lists). With ``s^2`` the
+sample variance of the subsample estimates,
+``se_ = sqrt(m / (n - m) * s^2)`` and ``ci_ = dimension_ -+ t_{B-1,(1+ci_level)/2}
+* se_`` (Student quantile, ``B = n_subsamples``). It measures sampling variability,
+not bias (TwoNN and MLE read low for d above about 5). Checked on 60 independent
+noiseless samples (N=2000, d = 2, 5, 10): for TwoNN and MLE ``se_`` was 0.95-1.4
+times the actual s.d. of the estimate and the 95% intervals covered the mean
+estimate 93-100% of the time; for the participation ratio ``se_`` is about twice
+the actual s.d. (conservative).
 """
 
 from __future__ import annotations
@@ -36,7 +51,7 @@ from analysis._id_uncertainty import (
     n_neighbors_for_reuse,
     neighbor_dist_within,
 )
-from analysis.errors import InvalidInputError
+from analysis.errors import DataError, InvalidInputError
 from analysis.neighbors import search
 from analysis.types import MetricValue
 
@@ -50,8 +65,8 @@ __all__ = [
 ]
 
 
-def _too_few(name: str, n_min: int, N: int) -> InvalidInputError:
-    return InvalidInputError(
+def _too_few(name: str, n_min: int, N: int) -> DataError:
+    return DataError(
         f"{name} needs at least {n_min} samples with these parameters, got {N}; "
         "pass more samples"
     )
@@ -120,8 +135,8 @@ class TwoNN(_KNNEstimator):
     largest ``discard_fraction`` of them are dropped (``int(N (1 - discard_fraction))``
     kept, at most ``N - 1`` since ``F = 1`` has no logarithm) and ``d`` is the slope
     of the least-squares line through the origin. This is the convention of
-    ``skdim.id.TwoNN(discard_fraction=...)`` (scikit-dimension 0.5), which it
-    reproduces to about 1e-7 on the same points.
+    ``skdim.id.TwoNN(discard_fraction=...)`` (scikit-dimension 0.5); on the same
+    points the two agree to 1e-10 or better.
 
     Parameters
     ----------
@@ -134,7 +149,8 @@ class TwoNN(_KNNEstimator):
     Attributes
     ----------
     dimension_ : float, the estimate (``nan`` with ``reason_`` if it cannot be made).
-    ci_ : (low, high), see ``analysis._id_uncertainty``; ``se_`` its standard error.
+    ci_ : (low, high), the interval described in the module docstring;
+        ``se_`` its standard error, ``ci_reason_`` why it is ``nan`` if it is.
     mu_ : float64 tensor ``(n_unique_,)``, the ratios ``r2 / r1`` of distinct rows.
     n_samples_, n_unique_, n_duplicates_ : rows given, distinct rows, rows with an
         identical other row (dropped from the estimate, which uses distinct rows).
@@ -205,7 +221,7 @@ class MLE(_KNNEstimator):
     mean of the inverses, ``1 / mean(1 / m_k)``, which is less biased than the mean
     of ``m_k``. This is ``skdim.id.MLE(unbiased=False).fit(X, n_neighbors=k,
     comb="mle")`` (its defaults: ``dnoise=None, neighborhood_based=True``) of
-    scikit-dimension 0.5, reproduced to about 1e-7 on the same points.
+    scikit-dimension 0.5; on the same points the two agree to 1e-10 or better.
 
     Parameters
     ----------

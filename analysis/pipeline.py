@@ -5,6 +5,7 @@ The one entry point shared by the CLI, the Celery worker and notebooks.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import platform
@@ -21,7 +22,7 @@ from analysis.bottlenecks import find_bottlenecks
 from analysis.capture import capture, profile
 from analysis.config import AnalysisConfig
 from analysis.datasets import Dataset
-from analysis.errors import InvalidInputError
+from analysis.errors import DataError, InvalidInputError
 from analysis.intake import dry_run
 from analysis.intrinsic_dimension import estimate_id
 from analysis.result import AnalysisResult, LayerResult
@@ -84,7 +85,7 @@ def analyse(
     ...                           "out_features": 10})
     >>> result = analyse(net, ds, {"samples": 500})
     >>> result.bottlenecks[0].layer
-    'layers.fc1'
+    'fc1'
     """
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -99,6 +100,7 @@ def analyse(
         raise InvalidInputError(
             "data must be a Dataset or a tensor of shape (N, ...) with N samples"
         )
+    _check_id_params(cfg)
     dev = resolve_device(device)
     model = model.to(dev)
     report = progress or (lambda stage, done, total: None)
@@ -238,13 +240,25 @@ def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:samples].sort().values
 
 
+def _check_id_params(cfg: AnalysisConfig) -> None:
+    """Fail on a misspelt or out-of-range estimator parameter before long work.
+
+    Each estimator runs once on a small seeded Gaussian sample; a ``DataError`` there
+    (say ``k`` above the sample count) only means the probe was too small.
+    """
+    probe = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))  # (64, 3)
+    for method in cfg.id_methods:
+        with contextlib.suppress(DataError):
+            estimate_id(probe, method, seed=cfg.seed, **cfg.id_params.get(method, {}))
+
+
 def _safe_estimate(
     acts: torch.Tensor, method: str, seed: int, params: dict[str, Any]
 ) -> MetricValue:
     """One estimate; data it cannot use (too few samples) is a row with a reason."""
     try:
         return estimate_id(acts, method, seed=seed, **params)
-    except InvalidInputError as exc:
+    except DataError as exc:
         return MetricValue(
             "intrinsic_dimension",
             method,

@@ -6,18 +6,28 @@ import pytest
 import torch
 
 from analysis.errors import InvalidInputError
-from analysis.neighbors import knn
+from analysis.neighbors import _smallest, _smallest_in_columns, knn
 
 P = {"euclidean": 2.0, "chebyshev": math.inf}
 
 
-def brute(X: torch.Tensor, k: int, metric: str):
+def brute(X: torch.Tensor, k: int, metric: str, rows: int = 1000):
     X64 = X.double()
-    # Differences, not the Gram form: float64 cdist with mm is not exact enough.
-    Dm = torch.cdist(X64, X64, p=P[metric], compute_mode="donot_use_mm_for_euclid_dist")
-    Dm.fill_diagonal_(math.inf)
-    d, i = Dm.sort(dim=1, stable=True)  # ties by lower index
-    return d[:, :k], i[:, :k]
+    out_d, out_i = [], []
+    for s in range(0, len(X), rows):
+        # Differences, not the Gram form: float64 cdist with mm is not exact enough.
+        Dm = torch.cdist(
+            X64[s : s + rows],
+            X64,
+            p=P[metric],
+            compute_mode="donot_use_mm_for_euclid_dist",
+        )
+        r = torch.arange(Dm.shape[0])
+        Dm[r, r + s] = math.inf
+        d, i = Dm.sort(dim=1, stable=True)  # ties by lower index
+        out_d.append(d[:, :k])
+        out_i.append(i[:, :k])
+    return torch.cat(out_d), torch.cat(out_i)
 
 
 def pair_dist(X, idx, metric):
@@ -29,7 +39,7 @@ def pair_dist(X, idx, metric):
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
-@pytest.mark.parametrize("chunk_size", [1, 17, None])
+@pytest.mark.parametrize("chunk_size", [3, 17, None])
 def test_equals_brute_force(metric, chunk_size):
     g = torch.Generator().manual_seed(0)
     X = torch.randn(203, 9, generator=g)
@@ -68,6 +78,57 @@ def test_far_from_origin_and_near_duplicates_stay_exact():
     bd, _ = brute(X, 3, "euclidean")
     torch.testing.assert_close(d, bd, rtol=1e-12, atol=0)
     torch.testing.assert_close(pair_dist(X, i, "euclidean"), d, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("N", [3008, 3001])  # a whole number of blocks, and a tail
+def test_two_stage_selection_keeps_the_smallest_values(N):
+    g = torch.Generator().manual_seed(4)
+    for S in (
+        torch.randn(30, N, generator=g),
+        torch.randint(0, 4, (30, N), generator=g).float(),  # ties everywhere
+    ):
+        S[:, -1] = -10.0  # the smallest entry sits in the tail when N % 32 != 0
+        cols = _smallest(S, 6)
+        assert cols.shape == (30, 6) and (cols.sort(1).values.diff(1) > 0).all()
+        got = S.gather(1, cols).sort(dim=1).values
+        want = S.topk(6, dim=1, largest=False).values.sort(dim=1).values
+        assert torch.equal(got, want)
+
+
+def test_two_stage_selection_along_columns():
+    g = torch.Generator().manual_seed(6)
+    S = torch.randn(3001, 40, generator=g)
+    S[-1] = -10.0  # in the tail rows
+    for n in (6, 30):  # blocks, then the transposed fallback
+        rows = _smallest_in_columns(S, n)
+        assert rows.shape == (40, n)
+        got = S.T.gather(1, rows).sort(dim=1).values
+        want = S.T.topk(n, dim=1, largest=False).values.sort(dim=1).values
+        assert torch.equal(got, want)
+
+
+def test_tiles_with_every_selection_path_equal_brute_force():
+    # Tiles of 3200 (two-stage selection along rows and columns) and a last tile of
+    # 600 (plain topk), with duplicated rows across tiles.
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(7000, 4, generator=g)
+    X[6990:] = X[5]
+    d, i = knn(X, 2, chunk_size=3200)
+    bd, bi = brute(X, 2, "euclidean")
+    torch.testing.assert_close(d, bd, rtol=1e-12, atol=0)
+    torch.testing.assert_close(pair_dist(X, i, "euclidean"), d, rtol=1e-12, atol=0)
+    distinct = bd[:, 1] > bd[:, 0]
+    assert torch.equal(i[distinct, 0], bi[distinct, 0])
+
+
+def test_long_rows_equal_brute_force():
+    # N large enough for the two-stage selection (>= 16 * 6 blocks of 32).
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(3001, 6, generator=g)
+    d, i = knn(X, 2)
+    bd, bi = brute(X, 2, "euclidean")
+    torch.testing.assert_close(d, bd, rtol=1e-12, atol=0)
+    assert torch.equal(i, bi)
 
 
 def test_doc_example_and_other_dtypes():

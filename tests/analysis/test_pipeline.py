@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from analysis.architectures import build_model
+from analysis.bottlenecks import find_bottlenecks
+from analysis.capture import profile
 from analysis.checkpoints import load_model
 from analysis.datasets import load_dataset
 from analysis.demo import train_demo_model
 from analysis.errors import InvalidInputError, ShapeMismatchError
 from analysis.pipeline import analyse, select_layers
-from analysis.capture import profile
-from analysis.bottlenecks import find_bottlenecks
 
 
 @pytest.fixture(scope="module")
@@ -60,38 +60,77 @@ def test_result_json_has_the_documented_fields(demo) -> None:
     assert data["dataset"]["spec"] == "sklearn:digits"
     assert len(data["dataset"]["sha256"]) == 64
     layer = data["layers"][0]
-    assert set(layer) >= {"name", "index", "module", "shape", "width",
-                          "is_bottleneck", "projected_to", "metrics"}
-    assert set(layer["metrics"][0]) >= {"metric", "estimator", "value", "ci_low",
-                                        "ci_high", "n_samples", "params"}
-    assert set(data["bottlenecks"][0]) == {"layer", "block", "width_in", "width",
-                                           "width_out", "ratio", "kind",
-                                           "skip_connection"}
+    assert set(layer) >= {
+        "name",
+        "index",
+        "module",
+        "shape",
+        "width",
+        "is_bottleneck",
+        "projected_to",
+        "metrics",
+    }
+    assert set(layer["metrics"][0]) >= {
+        "metric",
+        "estimator",
+        "value",
+        "ci_low",
+        "ci_high",
+        "n_samples",
+        "params",
+    }
+    assert set(data["bottlenecks"][0]) == {
+        "layer",
+        "block",
+        "width_in",
+        "width",
+        "width_out",
+        "ratio",
+        "kind",
+        "skip_connection",
+    }
     prov = data["provenance"]
-    for key in ("seed", "sample_indices_sha256", "projection_seeds", "versions",
-                "device", "duration_s", "input_dtype", "model_dtype"):
+    for key in (
+        "seed",
+        "sample_indices_sha256",
+        "projection_seeds",
+        "versions",
+        "device",
+        "duration_s",
+        "input_dtype",
+        "model_dtype",
+    ):
         assert key in prov
     assert prov["versions"]["torch"] == torch.__version__.split("+")[0] or prov[
-        "versions"]["torch"].startswith(torch.__version__.split("+")[0])
+        "versions"
+    ]["torch"].startswith(torch.__version__.split("+")[0])
 
 
 def test_same_seed_same_numbers(demo) -> None:
     _, model, first = demo
-    again = analyse(model, load_dataset("sklearn:digits"), {"samples": 600, "seed": 0},
-                    device="cpu")
+    again = analyse(
+        model, load_dataset("sklearn:digits"), {"samples": 600, "seed": 0}, device="cpu"
+    )
     a, b = first.to_dict(), again.to_dict()
     assert a["layers"] == b["layers"]
-    assert (a["provenance"]["sample_indices_sha256"]
-            == b["provenance"]["sample_indices_sha256"])
+    assert (
+        a["provenance"]["sample_indices_sha256"]
+        == b["provenance"]["sample_indices_sha256"]
+    )
 
 
 def test_wide_layers_are_projected_and_recorded() -> None:
     torch.manual_seed(0)
-    model = build_model("mlp", {"in_features": 16, "widths": [256, 8, 256],
-                                "out_features": 4})
+    model = build_model(
+        "mlp", {"in_features": 16, "widths": [256, 8, 256], "out_features": 4}
+    )
     x = torch.randn(200, 16)
-    result = analyse(model, x, {"samples": 200, "budget": 64, "layers": "all",
-                                "id_methods": ["twonn"]}, device="cpu")
+    result = analyse(
+        model,
+        x,
+        {"samples": 200, "budget": 64, "layers": "all", "id_methods": ["twonn"]},
+        device="cpu",
+    )
     wide = [layer for layer in result.layers if layer.width == 256]
     assert wide and all(layer.projected_to == 64 for layer in wide)
     assert set(result.provenance["projection_seeds"]) == {layer.name for layer in wide}
@@ -100,19 +139,30 @@ def test_wide_layers_are_projected_and_recorded() -> None:
 
 
 def test_layer_selection_auto_all_and_globs() -> None:
-    model = build_model("resnet", {"layers": [1, 1], "widths": [8, 16],
-                                   "stem_width": 8, "num_classes": 3,
-                                   "small_input": True})
+    model = build_model(
+        "resnet",
+        {
+            "layers": [1, 1],
+            "widths": [8, 16],
+            "stem_width": 8,
+            "num_classes": 3,
+            "small_input": True,
+        },
+    )
     layers = profile(model, torch.randn(2, 3, 16, 16))
     necks = {b.layer for b in find_bottlenecks(layers, model=model)}
     auto = select_layers(model, layers, "auto", necks)
     assert necks <= set(auto)
     assert {"layer1.0", "layer2.0", "fc"} <= set(auto)
-    assert not any(name.startswith("bn") or ".bn" in name for name in auto
-                   if name not in necks)
+    assert not any(
+        name.startswith("bn") or ".bn" in name for name in auto if name not in necks
+    )
     assert select_layers(model, layers, "all", necks) == [x.name for x in layers]
     assert select_layers(model, layers, "layer1.*.conv*", necks) == [
-        "layer1.0.conv1", "layer1.0.conv2", "layer1.0.conv3"]
+        "layer1.0.conv1",
+        "layer1.0.conv2",
+        "layer1.0.conv3",
+    ]
     with pytest.raises(InvalidInputError, match="match no layer"):
         select_layers(model, layers, "layer9.*", necks)
 
@@ -126,7 +176,44 @@ def test_wrong_data_shape_fails_before_any_long_work() -> None:
 def test_too_few_samples_for_mle_gives_a_reason_not_a_crash() -> None:
     torch.manual_seed(0)
     model = build_model("mlp", {"in_features": 4, "widths": [8], "out_features": 2})
-    result = analyse(model, torch.randn(12, 4), {"samples": 12, "layers": "all"},
-                     device="cpu")
+    result = analyse(
+        model, torch.randn(12, 4), {"samples": 12, "layers": "all"}, device="cpu"
+    )
     mle = result.layers[0].metric("intrinsic_dimension", "mle")
     assert mle is not None and mle.value is None and mle.reason
+
+
+@pytest.mark.parametrize(
+    ("id_params", "says"),
+    [
+        ({"mle": {"kk": 3}}, "kk"),
+        ({"mle": {"k": 0}}, "k"),
+        ({"twonn": {"discard_fraction": 2.0}}, "discard_fraction"),
+    ],
+)
+def test_bad_estimator_parameters_fail_before_capture(
+    monkeypatch, id_params, says
+) -> None:
+    import analysis.pipeline as pipeline
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("capture ran before the parameters were checked")
+
+    monkeypatch.setattr(pipeline, "capture", no_capture)
+    model = build_model("mlp", {"in_features": 4, "widths": [8], "out_features": 2})
+    with pytest.raises(InvalidInputError, match=says):
+        analyse(model, torch.randn(40, 4), {"id_params": id_params}, device="cpu")
+
+
+def test_a_layer_with_nan_outputs_gets_reasons_not_a_crash() -> None:
+    model = build_model("mlp", {"in_features": 4, "widths": [8], "out_features": 2})
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    result = analyse(
+        model,
+        torch.randn(60, 4),
+        {"layers": "head", "id_methods": ["twonn", "pca90"]},
+        device="cpu",
+    )
+    rows = result.layer("head").metrics
+    assert all(m.value is None and "NaN" in (m.reason or "") for m in rows)
