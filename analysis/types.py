@@ -17,6 +17,8 @@ class MetricValue:
 
     ``value``, ``ci_low`` and ``ci_high`` are ``None`` when not finite; ``reason`` then
     says why (``"all points identical"``, ``"fewer samples than k+1"``, ...).
+    ``flags`` are warnings that do not void the value (an InfoNCE bound close to
+    its ``ln(batch)`` ceiling, a KSG estimate on data reduced by PCA, ...).
     """
 
     metric: str  # "intrinsic_dimension", later "mi_input", "mi_output", ...
@@ -27,6 +29,7 @@ class MetricValue:
     n_samples: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    flags: list[str] = field(default_factory=list)  # e.g. "near_ceiling"
 
     def __post_init__(self) -> None:
         bad = [

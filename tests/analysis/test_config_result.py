@@ -105,6 +105,7 @@ def test_result_json_round_trip_and_no_nan(tmp_path) -> None:
         "n_samples": 0,
         "params": {},
         "reason": "x",
+        "flags": [],
     }
     assert data["provenance"]["duration_s"] is None
     again = AnalysisResult.from_json(text)
