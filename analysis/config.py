@@ -15,7 +15,9 @@ from analysis.errors import InvalidInputError
 CONFIG_VERSION = 1
 
 ID_METHODS = ("twonn", "mle", "pca90", "participation_ratio")
-KNOWN_METRICS = ("id",)
+MI_METHODS = ("ksg", "gaussian", "binning", "noisy", "infonce", "probe")
+ATTRIBUTION_METHODS = ("conductance", "integrated_gradients")
+KNOWN_METRICS = ("id", "mi", "probe", "cka", "attribution")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,17 @@ class AnalysisConfig:
     ``id_methods``: intrinsic-dimension estimators. ``id_params``: per-method keyword
     parameters, e.g. ``{"mle": {"k": 10}}``. ``bottleneck_factor``: how much narrower
     a bottleneck is than what comes before and after it.
+
+    ``metrics`` picks the families: ``id`` (intrinsic dimension), ``mi`` (I(X;T) as
+    ``mi_input`` and I(T;Y) as ``mi_output`` for each of ``mi_methods``, with
+    ``mi_params`` per method; KSG reduces a side wider than ``mi_max_dim`` by PCA),
+    ``probe`` (``probe_accuracy`` with ``probe_cv`` folds, when labels exist),
+    ``cka`` (linear CKA between captured layers: with ``cka_layers="auto"`` the
+    blocks, stages and bottlenecks among them, with ``"all"`` every captured layer),
+    ``attribution`` (Captum at every bottleneck; ``attribution_target`` is ``None``
+    for the predicted class, an output index, or ``"reconstruction"`` for
+    autoencoders; ``attribution_maps`` seeded samples get saved maps;
+    ``attribution_steps`` integration steps).
     """
 
     version: int = CONFIG_VERSION
@@ -40,6 +53,14 @@ class AnalysisConfig:
     exact: tuple[str, ...] = ()
     id_methods: tuple[str, ...] = ID_METHODS
     id_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mi_methods: tuple[str, ...] = ("ksg", "gaussian", "binning", "probe")
+    mi_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mi_max_dim: int = 16
+    probe_cv: int = 5
+    cka_layers: str = "auto"
+    attribution_target: int | str | None = None
+    attribution_maps: int = 16
+    attribution_steps: int = 32
     bottleneck_factor: float = 2.0
     batch_size: int = 256
     seed: int = 0
@@ -61,6 +82,26 @@ class AnalysisConfig:
         for m in self.id_params:
             if m not in ID_METHODS:
                 problems.append(f"id_params names unknown method {m!r}")
+        for m in self.mi_methods:
+            if m not in MI_METHODS:
+                problems.append(f"unknown mi method {m!r}; choose from {MI_METHODS}")
+        for m in self.mi_params:
+            if m not in MI_METHODS:
+                problems.append(f"mi_params names unknown method {m!r}")
+        if self.mi_max_dim < 1:
+            problems.append(f"mi_max_dim must be positive (got {self.mi_max_dim})")
+        if self.probe_cv < 2:
+            problems.append(f"probe_cv must be at least 2 (got {self.probe_cv})")
+        if self.cka_layers not in ("auto", "all"):
+            problems.append(f'cka_layers must be "auto" or "all" ({self.cka_layers!r})')
+        target = self.attribution_target
+        if isinstance(target, str) and target != "reconstruction":
+            problems.append(
+                f"attribution_target must be null (predicted class), an output index "
+                f'or "reconstruction" (got {target!r})'
+            )
+        if self.attribution_maps < 1 or self.attribution_steps < 2:
+            problems.append("attribution_maps must be >= 1 and attribution_steps >= 2")
         if self.samples is not None and self.samples < 3:
             problems.append(f"samples must be at least 3 (got {self.samples})")
         if self.budget < 2:
@@ -86,7 +127,7 @@ class AnalysisConfig:
             raise InvalidInputError(
                 f"unknown config keys {unknown}; accepted keys: {sorted(names)}"
             )
-        for key in ("metrics", "exact", "id_methods"):
+        for key in _TUPLES:
             if key in data:
                 value = data[key]
                 if isinstance(value, str):
@@ -101,11 +142,12 @@ class AnalysisConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        for key in ("metrics", "exact", "id_methods"):
+        for key in _TUPLES:
             out[key] = list(out[key])
         return out
 
 
+_TUPLES = ("metrics", "exact", "id_methods", "mi_methods")
 _TYPES: dict[str, tuple[type, ...]] = {
     "version": (int,),
     "samples": (int, type(None)),
@@ -115,6 +157,13 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "batch_size": (int,),
     "seed": (int,),
     "id_params": (dict,),
+    "mi_params": (dict,),
+    "mi_max_dim": (int,),
+    "probe_cv": (int,),
+    "cka_layers": (str,),
+    "attribution_target": (int, str, type(None)),
+    "attribution_maps": (int,),
+    "attribution_steps": (int,),
 }
 
 
@@ -127,7 +176,7 @@ def _type_problems(cfg: AnalysisConfig) -> list[str]:
                 "null" if t is type(None) else t.__name__ for t in types
             )
             problems.append(f"{name} must be {expected} (got {value!r})")
-    for name in ("metrics", "exact", "id_methods"):
+    for name in _TUPLES:
         if not all(isinstance(v, str) for v in getattr(cfg, name)):
             problems.append(f"{name} must be a list of strings")
     if isinstance(cfg.id_params, dict):

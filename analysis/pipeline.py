@@ -5,28 +5,35 @@ The one entry point shared by the CLI, the Celery worker and notebooks.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import hashlib
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from analysis.bottlenecks import find_bottlenecks
-from analysis.capture import capture, profile
+from analysis.capture import Capture, capture, profile
 from analysis.config import AnalysisConfig
 from analysis.datasets import Dataset
-from analysis.errors import DataError, InvalidInputError
+from analysis.errors import InvalidInputError
 from analysis.intake import dry_run
-from analysis.intrinsic_dimension import estimate_id
+from analysis.layer_metrics import (
+    check_params,
+    flat_input,
+    id_rows,
+    mi_rows,
+    probe_rows,
+)
 from analysis.result import AnalysisResult, LayerResult
-from analysis.types import LayerInfo, MetricValue
+from analysis.types import Bottleneck, LayerInfo, MetricValue
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: profile, capture, metrics."""
@@ -52,6 +59,7 @@ def analyse(
     device: str | torch.device = "auto",
     model_info: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    artifacts_dir: str | Path | None = None,
 ) -> AnalysisResult:
     """Measure every selected layer of ``model`` on ``data``.
 
@@ -71,11 +79,17 @@ def analyse(
         from (architecture, config, sha256, format); merged with what is measured.
     progress:
         Called as ``progress(stage, done, total)`` while the work goes on.
+    artifacts_dir:
+        Where attribution maps (``.npy`` and ``.png``) are written; needed only when
+        ``config.metrics`` holds ``"attribution"``. The result holds paths relative
+        to it.
 
     Returns
     -------
     AnalysisResult
-        Layers with ``intrinsic_dimension`` rows, bottlenecks and provenance.
+        Layers with their metric rows (``intrinsic_dimension``, ``mi_input``,
+        ``mi_output``, ``probe_accuracy``, ``attribution_*``), bottlenecks, the CKA
+        matrix under ``similarity``, attribution summaries and files, provenance.
 
     Example
     -------
@@ -100,13 +114,18 @@ def analyse(
         raise InvalidInputError(
             "data must be a Dataset or a tensor of shape (N, ...) with N samples"
         )
-    _check_id_params(cfg)
+    check_params(cfg)
+    if "attribution" in cfg.metrics and artifacts_dir is None:
+        raise InvalidInputError(
+            "attribution saves maps as files: pass artifacts_dir (CLI: --artifacts)"
+        )
     dev = resolve_device(device)
     model = model.to(dev)
     report = progress or (lambda stage, done, total: None)
 
     indices = _sample_indices(len(x), cfg.samples, cfg.seed)
     xs = x[indices]  # (n, ...)
+    ys = None if dataset is None or dataset.y is None else dataset.y[indices]
     dry_run(model, xs[:2].to(dev))
 
     report("profile", 0, 1)
@@ -129,21 +148,27 @@ def analyse(
         device=dev,
         progress=lambda done, total: report("capture", done, total),
     )
-
-    layers: list[LayerResult] = []
-    n_jobs = len(cap.layers) * len(cfg.id_methods)
-    done = 0
-    report("metrics", 0, n_jobs)
-    for info in cap.layers:
-        acts = cap.activations[info.name]  # (n, stored_width)
-        metrics = []
-        for method in cfg.id_methods:
-            params = cfg.id_params.get(method, {})
-            metrics.append(_safe_estimate(acts, method, cfg.seed, params))
-            done += 1
-            report("metrics", done, n_jobs)
-        layers.append(_layer_result(info, info.name in neck_layers, metrics))
+    layers = _measure_layers(cap, xs.to(dev), ys, cfg, neck_layers, report)
+    similarity = None
+    if "cka" in cfg.metrics:
+        report("cka", 0, 1)
+        auto = set(select_layers(model, profile_layers, "auto", neck_layers))
+        chosen = {
+            n: a
+            for n, a in cap.activations.items()
+            if cfg.cka_layers == "all" or n in auto
+        }
+        similarity = _similarity(chosen, cfg)
+        report("cka", 1, 1)
     del cap
+    attribution: list[dict[str, Any]] = []
+    if "attribution" in cfg.metrics and bottlenecks:
+        assert artifacts_dir is not None
+        report("attribution", 0, 1)
+        attribution = _attribute(
+            model, xs.to(dev), bottlenecks, artifacts_dir, cfg, layers
+        )
+        report("attribution", 1, 1)
 
     return AnalysisResult(
         model=_model_section(model, model_info),
@@ -151,6 +176,8 @@ def analyse(
         config=cfg,
         layers=layers,
         bottlenecks=bottlenecks,
+        similarity=similarity,
+        attribution=attribution,
         provenance={
             "seed": cfg.seed,
             "n_samples": len(indices),
@@ -240,33 +267,75 @@ def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:samples].sort().values
 
 
-def _check_id_params(cfg: AnalysisConfig) -> None:
-    """Fail on a misspelt or out-of-range estimator parameter before long work.
+def _measure_layers(
+    cap: Capture,
+    xs: torch.Tensor,
+    ys: torch.Tensor | None,
+    cfg: AnalysisConfig,
+    neck_layers: set[str],
+    report: Progress,
+) -> list[LayerResult]:
+    x_flat, input_note = (
+        flat_input(xs, cfg) if "mi" in cfg.metrics else (xs, None)
+    )  # (n, <= budget)
+    y = None if ys is None else ys.to(xs.device)
+    layers = []
+    report("metrics", 0, len(cap.layers))
+    for done, info in enumerate(cap.layers, start=1):
+        acts = cap.activations[info.name]  # (n, stored_width)
+        metrics: list[MetricValue] = []
+        if "id" in cfg.metrics:
+            metrics += id_rows(acts, cfg)
+        if "mi" in cfg.metrics:
+            metrics += mi_rows(acts, x_flat, y, cfg, input_note)
+        if "probe" in cfg.metrics:
+            metrics += probe_rows(acts, y, cfg)
+        layers.append(_layer_result(info, info.name in neck_layers, metrics))
+        report("metrics", done, len(cap.layers))
+    return layers
 
-    Each estimator runs once on a small seeded Gaussian sample; a ``DataError`` there
-    (say ``k`` above the sample count) only means the probe was too small.
-    """
-    probe = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))  # (64, 3)
-    for method in cfg.id_methods:
-        with contextlib.suppress(DataError):
-            estimate_id(probe, method, seed=cfg.seed, **cfg.id_params.get(method, {}))
+
+def _similarity(
+    activations: dict[str, torch.Tensor], cfg: AnalysisConfig
+) -> dict[str, Any]:
+    from analysis.similarity import cka_matrix
+
+    names, matrix = cka_matrix(activations, batch_size=cfg.batch_size, seed=cfg.seed)
+    return {
+        "method": "linear_cka_minibatch",
+        "batch_size": cfg.batch_size,
+        "layers": names,
+        "matrix": [[float(v) for v in row] for row in matrix.tolist()],
+    }
 
 
-def _safe_estimate(
-    acts: torch.Tensor, method: str, seed: int, params: dict[str, Any]
-) -> MetricValue:
-    """One estimate; data it cannot use (too few samples) is a row with a reason."""
-    try:
-        return estimate_id(acts, method, seed=seed, **params)
-    except DataError as exc:
-        return MetricValue(
-            "intrinsic_dimension",
-            method,
-            None,
-            n_samples=len(acts),
-            params=dict(params),
-            reason=str(exc),
-        )
+def _attribute(
+    model: nn.Module,
+    xs: torch.Tensor,
+    bottlenecks: list[Bottleneck],
+    artifacts_dir: str | Path,
+    cfg: AnalysisConfig,
+    layers: list[LayerResult],
+) -> list[dict[str, Any]]:
+    """Captum at every bottleneck; the summaries also join their layer's rows."""
+    from analysis.attribution import attribute_bottlenecks
+
+    reports = attribute_bottlenecks(
+        model,
+        xs,
+        bottlenecks,
+        artifacts_dir,
+        target=cfg.attribution_target,
+        n_maps=cfg.attribution_maps,
+        seed=cfg.seed,
+        n_steps=cfg.attribution_steps,
+    )
+    by_name = {layer.name: layer for layer in layers}
+    for entry in reports:
+        if entry["layer"] in by_name:
+            by_name[entry["layer"]].metrics += entry["metrics"]
+        entry["metrics"] = [asdict(m) for m in entry["metrics"]]
+    return reports
 
 
 def _layer_result(

@@ -52,6 +52,8 @@ class AnalysisResult:
     layers: list[LayerResult]
     bottlenecks: list[Bottleneck]
     provenance: dict[str, Any]
+    similarity: dict[str, Any] | None = None  # CKA: {"layers", "matrix", ...}
+    attribution: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def layer(self, name: str) -> LayerResult:
@@ -69,6 +71,8 @@ class AnalysisResult:
                 "config": self.config.to_dict(),
                 "layers": [asdict(layer) for layer in self.layers],
                 "bottlenecks": [asdict(b) for b in self.bottlenecks],
+                "similarity": self.similarity,
+                "attribution": self.attribution,
                 "provenance": self.provenance,
             }
         )
@@ -103,6 +107,8 @@ class AnalysisResult:
             config=AnalysisConfig.from_dict(data["config"]),
             layers=layers,
             bottlenecks=[Bottleneck(**b) for b in data["bottlenecks"]],
+            similarity=data.get("similarity"),
+            attribution=data.get("attribution") or [],
             provenance=data["provenance"],
         )
 

@@ -94,6 +94,8 @@ def test_result_json_round_trip_and_no_nan(tmp_path) -> None:
         "config",
         "layers",
         "bottlenecks",
+        "similarity",
+        "attribution",
         "provenance",
     }
     assert data["layers"][0]["metrics"][1] == {
