@@ -1,0 +1,319 @@
+"""Mutual-information estimators between a layer and its inputs or labels.
+
+``estimate_mi(X, Y, method)`` returns ``I(X; Y)`` in nats as an
+``analysis.types.MetricValue``. ``X`` (N, ...) is flattened to (N, Dx); ``Y`` is
+continuous (a float tensor (N, ...), flattened) or discrete (an integer tensor
+(N,) of class labels). The mutual information between an input and a deterministic
+layer of it is infinite for continuous data; each estimator makes it finite in its
+own way, which ``params["noise_model"]`` says in words.
+
+Methods (``MI_ESTIMATORS``):
+
+- ``"ksg"``: Kraskov, Stoegbauer & Grassberger (2004) estimator 1, max-norm, ``k``
+  neighbours (default 3), on z-scored columns. With class labels as ``Y``, the
+  mixed discrete-continuous estimator of Ross (2014) instead
+  (``params["variant"]``). A side wider than ``max_dim`` (default 16) is first
+  reduced to ``max_dim`` principal components (seeded randomised PCA; flag
+  ``"pca_reduced"``): KSG loses most of the information in tens of dimensions
+  (FACTS.md: 35% recovered at 10 dimensions), so a reduced estimate is a
+  relative number, not an absolute one. Identical rows get a seeded 1e-10 jitter
+  (flag ``"jittered"``). The neighbour search is ``analysis.neighbors.knn``
+  (Chebyshev); the counts run over ``(chunk, N)`` blocks, never ``N x N``.
+- ``"gaussian"``: ``0.5 (logdet Sxx + logdet Syy - logdet S)`` of the z-scored
+  columns' covariance, Ledoit-Wolf shrunk (``shrinkage=True``; the intensity is in
+  ``params``); exact for jointly Gaussian data, and for any data the MI of the
+  Gaussian with the same covariance. Sides wider than ``max_dim`` (default 256) are
+  reduced by PCA. Class labels as ``Y`` are refused: the formula on one-hot labels
+  is not a bound and grows past ``H(Y)`` as classes separate.
+- ``"binning"`` (Shwartz-Ziv & Tishby 2017): one side, the representation, is cut
+  into ``n_bins`` (default 30) equal-width bins per unit (over each unit's range,
+  or with ``bin_range="layer"`` the layer's range, their convention for ``tanh``);
+  the other side is discrete by row identity (class labels, or distinct inputs),
+  and ``I = H(T_b) + H(other) - H(T_b, other)``, plug-in. Which side is binned:
+  ``binned="auto"`` bins ``X`` when ``Y`` holds labels (``estimate_mi(T, labels)``:
+  ``I(T; Y) = H(T_b) - H(T_b | Y)``) and ``Y`` otherwise
+  (``estimate_mi(inputs, T)``: ``I(X; T) = H(T_b)`` for distinct inputs); pass
+  ``"X"`` or ``"Y"`` to choose. ``params["binned"]`` records the side.
+- ``"noisy"`` (Goldfeld et al. 2019): ``I(T + Z; other)`` with
+  ``Z ~ N(0, sigma^2 I)`` added to the representation (``noised``, chosen like
+  ``binned``), the other side discrete by row identity. ``sigma`` defaults to
+  ``sigma_rel`` (0.1) times the mean per-unit s.d. of ``T``; ``params`` holds the
+  rule and the absolute ``sigma``. Entropies of the Gaussian mixtures are estimated
+  by Monte Carlo with a leave-one-out kernel density (``analysis._mi_noisy``). Bias:
+  by Jensen, ``E[-log p_hat] >= -log p``, so the marginal entropy and the estimate
+  read high at small ``N``; when ``sigma`` is small next to the spacing of the
+  rows of ``T`` (high ``D``) the density at a point is that of its nearest other
+  row, and the estimate is a nearest-neighbour estimate with its own large bias.
+  Cost: ``n_mc`` x ``N^2 D`` float64 products.
+- ``"infonce"`` (van den Oord et al. 2018): a separable MLP critic trained with Adam
+  for ``steps`` on 70% of the rows, on ``X``'s device, seeded; the bound is
+  averaged over held-out batches of ``B = min(batch_size, held-out rows)`` and is
+  never above ``ln B`` (flag ``"near_ceiling"`` within 5% of it). Class labels are
+  one-hot encoded.
+- ``"probe"``: ``max(0, H(Y) - CE)`` with ``CE`` the held-out cross-entropy of the
+  cross-validated logistic-regression probe of ``analysis.probes`` (``X`` the
+  layer, ``Y`` class labels): a lower bound on ``I(X; Y)`` (a probe's
+  cross-entropy is at least ``H(Y | X)``; the 0 floor is the label-prior
+  predictor). ``params`` holds ``h_y``, ``cross_entropy`` and ``accuracy``.
+
+The interval (Holmes & Nemenman 2019, Phys. Rev. E 100: 022404, with the delete-d
+jackknife of ``analysis._id_uncertainty``): ``n_subsamples`` (default 5) seeded
+subsamples of ``round(subsample_fraction * N)`` rows (default half), drawn WITHOUT
+replacement (a bootstrap would duplicate rows: zero neighbour distances, repeated
+bins), each estimated afresh with the full run's preprocessing (PCA, scaling, bin
+edges, ``sigma``); ``se = sqrt(m / (N - m) * s^2)`` from their s.d. ``s`` and
+``CI = value -+ t_{B-1} se``, centred on the full-sample value. It covers sampling
+variability, not bias; ``params["subsample_mean"]`` (the mean half-sample
+estimate) shows how the estimate moves with ``N`` (Holmes & Nemenman's check for
+an estimator still biased at this ``N``). A subsample that an estimator cannot
+take (say a class too rare for a probe) counts as missing.
+
+``"near_ceiling"`` also flags a ``"binning"`` value within 5% of ``ln N``: nearly
+every row in its own cell, so the value measures the sample size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from analysis._id_uncertainty import (
+    check_int,
+    check_open_unit,
+    jackknife_interval,
+    subsample_indices,
+)
+from analysis._mi_common import as_pair, check_choice, check_number, too_few
+from analysis._mi_methods import N_MIN, NEAR_CEILING, PREPARE, Prepared
+from analysis.errors import DataError, InvalidInputError
+from analysis.types import MetricValue
+
+__all__ = ["MI_ESTIMATORS", "estimate_mi"]
+
+MI_ESTIMATORS: tuple[str, ...] = (
+    "ksg",
+    "gaussian",
+    "binning",
+    "noisy",
+    "infonce",
+    "probe",
+)
+
+_Check = Callable[[Any, str], None]
+
+
+def _int(low: int) -> _Check:
+    return lambda v, what: check_number(v, what, low=low, integer=True, open_low=False)
+
+
+def _positive(v: Any, what: str) -> None:
+    check_number(v, what, low=0.0, open_low=True)
+
+
+def _choice(*choices: str) -> _Check:
+    return lambda v, what: check_choice(v, what, choices)
+
+
+def _bool(v: Any, what: str) -> None:
+    if not isinstance(v, bool):
+        raise InvalidInputError(f"{what} must be True or False, got {v!r}")
+
+
+def _unit(v: Any, what: str) -> None:
+    check_open_unit(v, what)
+
+
+def _sigma(v: Any, what: str) -> None:
+    if v is not None:
+        _positive(v, what)
+
+
+def _n_subsamples(v: Any, what: str) -> None:
+    check_int(v, what, 0)
+    if v == 1:
+        raise InvalidInputError(
+            "n_subsamples=1 cannot give a spread: pass 0 (no interval) or >= 2"
+        )
+
+
+_COMMON: dict[str, tuple[Any, _Check]] = {
+    "n_subsamples": (5, _n_subsamples),
+    "subsample_fraction": (0.5, _unit),
+    "ci_level": (0.95, _unit),
+}
+
+# Every parameter of every method: its default and its check.
+_PARAMS: dict[str, dict[str, tuple[Any, _Check]]] = {
+    "ksg": {"k": (3, _int(1)), "max_dim": (16, _int(1)), "standardize": (True, _bool)},
+    "gaussian": {"shrinkage": (True, _bool), "max_dim": (256, _int(1))},
+    "binning": {
+        "n_bins": (30, _int(1)),
+        "bin_range": ("unit", _choice("unit", "layer")),
+        "binned": ("auto", _choice("auto", "X", "Y")),
+    },
+    "noisy": {
+        "sigma": (None, _sigma),
+        "sigma_rel": (0.1, _positive),
+        "n_mc": (4, _int(1)),
+        "noised": ("auto", _choice("auto", "X", "Y")),
+    },
+    "infonce": {
+        "batch_size": (128, _int(2)),
+        "steps": (300, _int(0)),
+        "lr": (1e-3, _positive),
+        "hidden": (128, _int(1)),
+        "layers": (2, _int(0)),
+        "embed": (32, _int(1)),
+        "test_fraction": (0.3, _unit),
+    },
+    "probe": {"cv": (5, _int(2)), "max_dim": (256, _int(1))},
+}
+
+
+def _resolve(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    if method not in MI_ESTIMATORS:
+        raise InvalidInputError(
+            f"unknown mutual-information method {method!r}; choose one of "
+            f"{', '.join(MI_ESTIMATORS)}"
+        )
+    spec = _PARAMS[method] | _COMMON
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown parameter(s) {', '.join(unknown)} for {method!r}; valid: "
+            f"{', '.join(spec)} (seed and metric are their own arguments)"
+        )
+    resolved = {name: params.get(name, default) for name, (default, _) in spec.items()}
+    for name, (_, check) in spec.items():
+        check(resolved[name], name)
+    return resolved
+
+
+def estimate_mi(
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    method: str,
+    *,
+    seed: int = 0,
+    metric: str = "mutual_information",
+    **params: Any,
+) -> MetricValue:
+    """Mutual information ``I(X; Y)`` in nats by the estimator named ``method``.
+
+    Parameters
+    ----------
+    X : tensor of shape ``(N, ...)``, any real dtype, on any device (the work runs
+        there, except the scikit-learn probe); flattened to ``(N, Dx)``.
+    Y : float tensor ``(N, ...)`` (continuous, flattened to ``(N, Dy)``) or integer
+        tensor ``(N,)`` (class labels); moved to ``X``'s device.
+    method : one of ``MI_ESTIMATORS`` (see the module docstring).
+    seed : seed of every random step (PCA, jitter, noise, critic, folds, subsamples).
+    metric : the ``metric`` field of the result (e.g. ``"mi_input"``).
+    **params : the method's parameters (module docstring; defaults in ``params`` of
+        the result) and, for every method, ``n_subsamples`` (5; 0 for no
+        interval), ``subsample_fraction`` (0.5) and ``ci_level`` (0.95).
+
+    Returns
+    -------
+    MetricValue : ``estimator=method``, ``value`` in nats (``None`` with ``reason``
+        when not finite), ``ci_low``/``ci_high`` (``None`` with ``reason`` when no
+        interval), ``n_samples = N``; ``params``: every parameter used, defaults
+        included, ``seed``, ``noise_model``, what the method resolved (PCA widths,
+        the binned side, ``sigma``...), ``se`` and ``subsample_mean``; ``flags``
+        among ``"pca_reduced"``, ``"jittered"``, ``"near_ceiling"``,
+        ``"not_converged"`` (a probe's L-BFGS stopped at its iteration cap).
+
+    Raises
+    ------
+    InvalidInputError : unknown method or parameter, bad parameter value, shapes that
+        do not match, a method that cannot take this kind of ``Y``.
+    DataError : too few samples, non-finite values, degenerate data (a probe with
+        one class, ``"noisy"`` on a constant representation without ``sigma``).
+
+    Example
+    -------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.randn(2000, 1, generator=g)
+    >>> y = 0.9 * x + math.sqrt(1 - 0.81) * torch.randn(2000, 1, generator=g)
+    >>> mv = estimate_mi(x, y, "ksg")  # true value -0.5 ln(1 - 0.81) = 0.830
+    >>> round(mv.value, 1), mv.ci_low < mv.value < mv.ci_high
+    (0.8, True)
+    """
+    check_int(seed, "seed", None)
+    p = _resolve(method, params)
+    X, Y, discrete = as_pair(X, Y)
+    N, n_min = X.shape[0], N_MIN[method](p)
+    if n_min > N:
+        raise too_few(method, n_min, N)
+    prep: Prepared = PREPARE[method](X, Y, discrete, p, seed)
+    value, details = prep.core(None)
+    low, high, se, sub_mean, ci_reason = _interval(
+        prep, value, N, n_min, p, seed, X.device
+    )
+    flags = list(prep.flags)
+    if details.get("converged") is False:
+        flags.append("not_converged")
+    if prep.ceiling is not None and value >= NEAR_CEILING * prep.ceiling:
+        flags.append("near_ceiling")
+    details.pop("converged", None)
+    return MetricValue(
+        metric=metric,
+        estimator=method,
+        value=value,
+        ci_low=low,
+        ci_high=high,
+        n_samples=N,
+        params=p
+        | {"seed": seed, "noise_model": prep.noise_model}
+        | prep.params
+        | details
+        | {"se": _finite(se), "subsample_mean": _finite(sub_mean)},
+        reason=ci_reason,
+        flags=flags,
+    )
+
+
+def _interval(
+    prep: Prepared,
+    value: float,
+    N: int,
+    n_min: int,
+    p: dict[str, Any],
+    seed: int,
+    device: torch.device,
+) -> tuple[float, float, float, float, str | None]:
+    """``(low, high, se, mean of the subsample estimates, reason if no interval)``."""
+    nan = math.nan
+    B, m = p["n_subsamples"], round(p["subsample_fraction"] * N)
+    if B == 0:
+        return nan, nan, nan, nan, "no interval: n_subsamples=0"
+    if not math.isfinite(value):
+        return nan, nan, nan, nan, "no interval: the estimate is not finite"
+    if m < n_min or m >= N:
+        return (
+            *(nan,) * 4,
+            f"no interval: a subsample of {m} of {N} rows is outside "
+            f"[{n_min}, {N - 1}]; pass more rows or another subsample_fraction",
+        )
+    thetas = [_or_nan(prep, rows) for rows in subsample_indices(N, m, B, seed, device)]
+    low, high, se = jackknife_interval(value, thetas, N, m, p["ci_level"])
+    finite = [t for t in thetas if math.isfinite(t)]
+    sub_mean = sum(finite) / len(finite) if finite else nan
+    reason = (
+        None if math.isfinite(se) else "no interval: < 2 finite subsample estimates"
+    )
+    return low, high, se, sub_mean, reason
+
+
+def _or_nan(prep: Prepared, rows: torch.Tensor) -> float:
+    try:
+        return prep.core(rows)[0]
+    except DataError:
+        return math.nan
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
