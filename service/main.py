@@ -1,0 +1,174 @@
+"""The FastAPI app: ``create_app(settings)`` and the one error -> HTTP table.
+
+Run it with ``uvicorn --factory service.main:create_app``. Every error is JSON
+``{"code", "message"}``; invalid client input is 422, never 500.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.db import get_engine
+from service.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    QueueFull,
+    ServiceError,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from service.queue import TaskQueue
+from service.routes import api_router
+from service.settings import Settings, get_settings
+from service.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# The one table from domain errors to HTTP (subclasses follow their base).
+HTTP_STATUS: dict[type[ServiceError], int] = {
+    InvalidInput: 422,
+    TooLarge: 413,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    QueueFull: 429,
+    Unavailable: 503,
+}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+JSON_BODY_MAX = 1024 * 1024  # a request other than an upload is small
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API app; ``settings`` default to the environment (``BOTTLELENS_*``)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="bottlelens",
+        summary="What happens to information inside a network, layer by layer.",
+        version="0.1.0",
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = get_engine(
+        settings.database_url, settings.sqlite_busy_timeout_ms
+    )
+    app.state.storage = Storage(settings.storage_dir)
+    app.state.queue = TaskQueue(
+        settings.broker_url, timeout_s=settings.broker_timeout_s
+    )
+    app.include_router(api_router)
+    app.add_middleware(BodyCap, max_bytes=JSON_BODY_MAX)
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
+    return app
+
+
+def status_of(exc: ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message}, status, headers=headers)
+
+
+async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+    return _service_error_response(exc)
+
+
+async def _validation_error(
+    _request: Request, exc: RequestValidationError
+) -> JSONResponse:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+        for e in exc.errors()
+    )
+    return _error(422, "invalid_input", problems or "invalid request")
+
+
+async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    headers = dict(exc.headers) if exc.headers else None
+    return _error(exc.status_code, code, str(exc.detail), headers)
+
+
+async def _database_error(_request: Request, exc: OperationalError) -> JSONResponse:
+    log.error("database error: %s", exc)
+    return _error(
+        503,
+        "database_unavailable",
+        "the database cannot be reached or is busy; try again shortly",
+        {"Retry-After": "10"},
+    )
+
+
+async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, "internal", "internal error; the server log has the details")
+
+
+class BodyCap:
+    """Caps every body but multipart uploads (which the storage caps as they stream),
+    so that a JSON body cannot fill the memory; the 413 is a ``{code, message}``.
+
+    Such bodies are small: read up to the cap here, then replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
+        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(
+            b"multipart/form-data"
+        ):
+            await self.app(scope, receive, send)
+            return
+        too_large = TooLarge(f"the request body is over {self.max_bytes} bytes")
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _service_error_response(too_large)(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await _service_error_response(too_large)(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _service_error_response(exc: ServiceError) -> JSONResponse:
+    return _error(status_of(exc), exc.code, exc.message, exc.headers())

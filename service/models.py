@@ -1,0 +1,271 @@
+"""ORM rows. They never leave ``service/store.py``, which returns schemas instead.
+
+Results live in narrow tables (``layer``, ``metric_value``, ``bottleneck``) indexed
+for queries across analyses; the top-level sections of the result document (model,
+dataset, config, provenance, and any section a later version adds) are JSON columns
+of the analysis row, so a new metric or section needs no schema change.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+UPLOAD_STATUSES = ("validating", "ready", "rejected")
+ANALYSIS_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+
+# An autoincrementing 64-bit key (SQLite only autoincrements INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON(none_as_null=True)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime | None, dialect: Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class TeamRow(Base):
+    __tablename__ = "team"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    max_upload_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    max_queued_analyses: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("team.id", ondelete="CASCADE"), index=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(100))  # comma-separated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class _Upload:
+    """Columns shared by uploaded models and datasets."""
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, sort_order=-2)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    format: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="validating")
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    info: Mapped[dict[str, Any] | None] = mapped_column(Json)  # from the validator
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow
+    )
+
+
+class ModelRow(_Upload, Base):
+    __tablename__ = "model"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", UPLOAD_STATUSES), name="status"),
+        Index(None, "team_id", "created_at"),
+    )
+
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("team.id", ondelete="CASCADE"), sort_order=-1
+    )
+    architecture: Mapped[str] = mapped_column(String(100))
+    architecture_config: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class DatasetRow(_Upload, Base):
+    __tablename__ = "dataset"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", UPLOAD_STATUSES), name="status"),
+        Index(None, "team_id", "created_at"),
+    )
+
+    team_id: Mapped[str] = mapped_column(
+        ForeignKey("team.id", ondelete="CASCADE"), sort_order=-1
+    )
+    spec: Mapped[str | None] = mapped_column(String(500))  # built-ins only
+    n_samples: Mapped[int | None] = mapped_column(BigInteger)
+    sample_shape: Mapped[list[int] | None] = mapped_column(Json)
+    dtype: Mapped[str | None] = mapped_column(String(32))
+    has_labels: Mapped[bool | None] = mapped_column(Boolean)
+
+
+class AnalysisRow(Base):
+    __tablename__ = "analysis"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", ANALYSIS_STATUSES), name="status"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
+        Index(None, "team_id", "status"),
+        Index(None, "team_id", "created_at"),
+        Index(None, "model_id", "status"),
+        Index(None, "status", "enqueued_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    # SET NULL: deleting a model or dataset keeps the finished analyses of it.
+    model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model.id", ondelete="SET NULL")
+    )
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset.id", ondelete="SET NULL"), index=True
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(Json)
+    queue: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stage: Mapped[str | None] = mapped_column(String(64))
+    progress: Mapped[float] = mapped_column(Double, default=0.0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Top-level sections of the result document (NULL until it succeeded).
+    schema_version: Mapped[int | None] = mapped_column(Integer)
+    result_model: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    result_dataset: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    result_config: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    extras: Mapped[dict[str, Any] | None] = mapped_column(Json)  # unknown sections
+
+
+class LayerRow(Base):
+    __tablename__ = "layer"
+    __table_args__ = (
+        UniqueConstraint("analysis_id", "position"),
+        Index(None, "analysis_id", "index"),
+        Index(None, "analysis_id", "is_bottleneck"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    analysis_id: Mapped[str] = mapped_column(
+        ForeignKey("analysis.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)  # order in the result's list
+    name: Mapped[str] = mapped_column(String(500))
+    index: Mapped[int] = mapped_column(Integer)
+    module: Mapped[str] = mapped_column(String(200))
+    shape: Mapped[list[int]] = mapped_column(Json)
+    width: Mapped[int] = mapped_column(BigInteger)
+    is_bottleneck: Mapped[bool] = mapped_column(Boolean)
+    projected_to: Mapped[int | None] = mapped_column(BigInteger)
+    projection: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    extras: Mapped[dict[str, Any] | None] = mapped_column(Json)  # unknown fields
+
+
+class MetricRow(Base):
+    __tablename__ = "metric_value"
+    __table_args__ = (
+        UniqueConstraint("layer_id", "position"),
+        Index(None, "layer_id", "metric", "estimator"),
+        Index(None, "analysis_id", "metric", "estimator"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    analysis_id: Mapped[str] = mapped_column(
+        ForeignKey("analysis.id", ondelete="CASCADE")
+    )
+    layer_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("layer.id", ondelete="CASCADE"),
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(100))
+    estimator: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float | None] = mapped_column(Double)
+    ci_low: Mapped[float | None] = mapped_column(Double)
+    ci_high: Mapped[float | None] = mapped_column(Double)
+    n_samples: Mapped[int] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any]] = mapped_column(Json)
+    reason: Mapped[str | None] = mapped_column(Text)
+    flags: Mapped[list[str]] = mapped_column(Json)
+    extras: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class BottleneckRow(Base):
+    __tablename__ = "bottleneck"
+    __table_args__ = (UniqueConstraint("analysis_id", "position"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    analysis_id: Mapped[str] = mapped_column(
+        ForeignKey("analysis.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    layer: Mapped[str] = mapped_column(String(500))
+    block: Mapped[str] = mapped_column(String(500))
+    width_in: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int] = mapped_column(BigInteger)
+    width_out: Mapped[int] = mapped_column(BigInteger)
+    ratio: Mapped[float] = mapped_column(Double)
+    kind: Mapped[str] = mapped_column(String(32))
+    skip_connection: Mapped[bool | None] = mapped_column(Boolean)
+    extras: Mapped[dict[str, Any] | None] = mapped_column(Json)

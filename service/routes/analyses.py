@@ -1,0 +1,117 @@
+"""``/v1/analyses``: submit, follow, cancel, and read results."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from service import store
+from service.errors import Unavailable
+from service.routes.deps import (
+    IdFilter,
+    Limit,
+    Offset,
+    QueueDep,
+    ReadKey,
+    SessionDep,
+    SettingsDep,
+    SubmitKey,
+)
+from service.schemas import (
+    AnalysesPublic,
+    AnalysisCreate,
+    AnalysisPublic,
+    AnalysisStatus,
+    BottlenecksPublic,
+    LayersPublic,
+)
+
+router = APIRouter(prefix="/analyses", tags=["analyses"])
+
+
+@router.post("", status_code=202)
+def create_analysis(
+    body: AnalysisCreate,
+    response: Response,
+    key: SubmitKey,
+    session: SessionDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+) -> AnalysisPublic:
+    """Queue an analysis of a ready model on a ready dataset; follow ``Location``."""
+    retry_after_s = settings.queue_full_retry_after_s
+    analysis = store.create_analysis(session, key, body, retry_after_s=retry_after_s)
+    session.commit()  # before enqueueing: the worker must find the row
+    try:
+        queue.run_analysis(analysis.id, body.queue)
+    except Unavailable:
+        store.discard_analysis(session, analysis.id)
+        session.commit()
+        raise
+    response.headers["Location"] = f"/v1/analyses/{analysis.id}"
+    return analysis
+
+
+@router.get("")
+def list_analyses(
+    key: ReadKey,
+    session: SessionDep,
+    model_id: IdFilter = None,
+    dataset_id: IdFilter = None,
+    status: AnalysisStatus | None = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> AnalysesPublic:
+    """The team's analyses, newest first, filtered, with the total count."""
+    return store.list_analyses(
+        session,
+        key.team_id,
+        model_id=model_id,
+        dataset_id=dataset_id,
+        status=status,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/{analysis_id}")
+def get_analysis(analysis_id: str, key: ReadKey, session: SessionDep) -> AnalysisPublic:
+    """Status, progress, stage, attempt and error of one analysis."""
+    return store.get_analysis(session, key.team_id, analysis_id)
+
+
+@router.get(
+    "/{analysis_id}/results",
+    response_class=JSONResponse,
+    responses={200: {"description": "The result document, as the CLI writes it."}},
+)
+def get_results(analysis_id: str, key: ReadKey, session: SessionDep) -> JSONResponse:
+    """The whole result JSON of a succeeded analysis (``bottlelens analyze --out``)."""
+    return JSONResponse(store.get_results(session, key.team_id, analysis_id))
+
+
+@router.get("/{analysis_id}/layers")
+def get_layers(analysis_id: str, key: ReadKey, session: SessionDep) -> LayersPublic:
+    """Every captured layer with its metric values."""
+    layers = store.get_layers(session, key.team_id, analysis_id)
+    return LayersPublic.model_validate({"data": layers, "count": len(layers)})
+
+
+@router.get("/{analysis_id}/bottlenecks")
+def get_bottlenecks(
+    analysis_id: str, key: ReadKey, session: SessionDep
+) -> BottlenecksPublic:
+    """The bottlenecks found in the width profile."""
+    found = store.get_bottlenecks(session, key.team_id, analysis_id)
+    return BottlenecksPublic.model_validate({"data": found, "count": len(found)})
+
+
+@router.post("/{analysis_id}/cancel")
+def cancel_analysis(
+    analysis_id: str, key: SubmitKey, session: SessionDep, queue: QueueDep
+) -> AnalysisPublic:
+    """Cancel a queued or running analysis; the worker stops at its next heartbeat."""
+    analysis = store.cancel_analysis(session, key.team_id, analysis_id)
+    session.commit()
+    queue.revoke(analysis.id)
+    return analysis

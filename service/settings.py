@@ -1,0 +1,63 @@
+"""The one settings object of the service and the workers (environment: BOTTLELENS_*).
+
+Numerical hyperparameters are not settings: they live in the analysis config stored
+with every result.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_DIR = Path(".bottlelens")
+
+
+class Settings(BaseSettings):
+    """Where the data lives, how the queue is reached and the per-team limits.
+
+    The defaults are the embedded mode: SQLite and local files under ``./.bottlelens/``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="BOTTLELENS_", extra="forbid")
+
+    database_url: str = f"sqlite:///{EMBEDDED_DIR / 'bottlelens.sqlite'}"
+    broker_url: str = f"sqla+sqlite:///{EMBEDDED_DIR / 'broker.sqlite'}"
+    storage_dir: Path = EMBEDDED_DIR / "storage"
+    broker_timeout_s: float = Field(default=3.0, gt=0)
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    # Defaults of the per-team limits (a team row may override them).
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_queued_analyses: int = Field(default=20, ge=1)
+    queue_full_retry_after_s: int = Field(default=30, ge=1)
+    # Leases of the workers and the queue's time limits.
+    lease_s: int = Field(default=120, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    queued_grace_s: int = Field(default=300, ge=1)
+    reconcile_interval_s: int = Field(default=60, ge=1)
+    # Redis hands an unacknowledged task to another worker after this long.
+    broker_visibility_timeout_s: int = Field(default=4 * 3600, ge=2)
+    # A task is killed after this long; keep it below the visibility timeout.
+    task_time_limit_s: int = Field(default=3 * 3600, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, url: str) -> str:
+        """``postgresql://`` means psycopg 3 here (psycopg2 is not installed)."""
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url.removeprefix(prefix)
+        if not url.startswith(("sqlite:", "postgresql+psycopg:")):
+            raise ValueError(
+                "database_url must start with sqlite:/// or postgresql:// "
+                f"(got {url.split(':', 1)[0]}:...)"
+            )
+        return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests pass their own ``Settings`` instead."""
+    return Settings()

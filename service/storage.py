@@ -1,0 +1,348 @@
+"""Uploads: streamed to a temporary file with a running sha256 and a size cap, then
+renamed atomically to a path derived from the hash alone.
+
+The client's filename is kept only as a display name; it never enters a path. The
+cap is enforced while the body streams in, so an oversized upload is refused with 413
+before the rest of it is read, and its temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import unicodedata
+import zipfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING
+from urllib.parse import parse_qsl
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from service.errors import InvalidInput, TooLarge, UnsafeUpload
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_HEAD = 4096
+_FIELD_MAX = 1024 * 1024
+_FORM_OVERHEAD = 64 * 1024
+SAFE_ADVICE = (
+    "save a state dict instead: torch.save(model.state_dict(), path), or "
+    "safetensors.torch.save_file(model.state_dict(), path)"
+)
+
+
+def object_path(storage_dir: Path | str, sha256: str) -> Path:
+    """``storage_dir/objects/<sha256[:2]>/<sha256>``: the hash is the only input."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    return Path(storage_dir).resolve() / "objects" / sha256[:2] / sha256
+
+
+def display_name(raw: str | None) -> str | None:
+    """The last path component of a client filename, for display only."""
+    if not raw:
+        return None
+    name = PurePosixPath(raw.replace("\\", "/")).name
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C")[:255]
+    return None if name in ("", ".", "..") else name
+
+
+@dataclass
+class Upload:
+    """A received form: the file (if any) in a temporary file, and the text fields."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    tmp: Path | None = None
+    filename: str | None = None
+    sha256: str = ""
+    size: int = 0
+    head: bytes = b""
+
+
+class Storage:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).resolve()
+
+    def path(self, sha256: str) -> Path:
+        return object_path(self.root, sha256)
+
+    @asynccontextmanager
+    async def receive(
+        self, request: Request, *, max_bytes: int, fields: tuple[str, ...]
+    ) -> AsyncIterator[Upload]:
+        """Parse a multipart (or, without a file, urlencoded) form as it streams in.
+
+        The temporary file is removed when the block exits unless ``keep`` moved it.
+        """
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes + _FORM_OVERHEAD:
+            raise _too_large(max_bytes)
+        upload = Upload()
+        try:
+            ctype, options = parse_options_header(request.headers.get("content-type"))
+            if ctype == b"multipart/form-data" and options.get(b"boundary"):
+                await self._multipart(
+                    request, options[b"boundary"], upload, max_bytes, fields
+                )
+            elif ctype == b"application/x-www-form-urlencoded":
+                await self._urlencoded(request, upload, fields)
+            else:
+                raise InvalidInput("send the form as multipart/form-data")
+            yield upload
+        finally:
+            if upload.tmp is not None:
+                upload.tmp.unlink(missing_ok=True)
+
+    def keep(self, upload: Upload) -> Path:
+        """Move the received file to its content-addressed path (atomic rename)."""
+        assert upload.tmp is not None
+        final = self.path(upload.sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(upload.tmp, final)  # same content if it was there already
+        upload.tmp = None
+        return final
+
+    def remove(self, sha256: str) -> None:
+        with suppress(FileNotFoundError):
+            self.path(sha256).unlink()
+
+    async def _urlencoded(
+        self, request: Request, upload: Upload, fields: tuple[str, ...]
+    ) -> None:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _FIELD_MAX:
+                raise TooLarge(f"the form is larger than {_FIELD_MAX} bytes")
+        for name, value in parse_qsl(body.decode("utf-8", "replace")):
+            _add_field(upload, fields, name, value)
+
+    async def _multipart(
+        self,
+        request: Request,
+        boundary: bytes,
+        upload: Upload,
+        max_bytes: int,
+        fields: tuple[str, ...],
+    ) -> None:
+        tmpdir = self.root / "tmp"
+        tmpdir.mkdir(parents=True, exist_ok=True)
+        parts = _Parts(upload, fields, max_bytes, tmpdir)
+        parser = MultipartParser(boundary, parts.callbacks())
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise InvalidInput(f"a malformed multipart form: {exc}") from exc
+        finally:
+            parts.close()
+        if parts.open_part:
+            raise InvalidInput("the multipart form ends in the middle of a part")
+
+
+class _Parts:
+    """python-multipart callbacks: headers, then data into a field or the file."""
+
+    def __init__(
+        self, upload: Upload, fields: tuple[str, ...], max_bytes: int, tmpdir: Path
+    ) -> None:
+        self.upload, self.fields, self.max_bytes, self.tmpdir = (
+            upload,
+            fields,
+            max_bytes,
+            tmpdir,
+        )
+        self.header_name = b""
+        self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.name = ""
+        self.buffer = bytearray()
+        self.file: IO[bytes] | None = None
+        self.hasher = hashlib.sha256()
+        self.open_part = False
+
+    def callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self.begin,
+            "on_header_field": self.header_field,
+            "on_header_value": self.header_value_data,
+            "on_header_end": self.header_end,
+            "on_headers_finished": self.headers_finished,
+            "on_part_data": self.data,
+            "on_part_end": self.end,
+        }
+
+    def begin(self) -> None:
+        self.headers, self.buffer, self.open_part = {}, bytearray(), True
+
+    def header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def header_value_data(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def header_end(self) -> None:
+        self.headers[self.header_name.lower()] = self.header_value
+        self.header_name, self.header_value = b"", b""
+
+    def headers_finished(self) -> None:
+        disposition = self.headers.get(b"content-disposition", b"").decode("latin-1")
+        _, options = parse_options_header(disposition)
+        self.name = options.get(b"name", b"").decode("latin-1")
+        if self.name != "file":
+            if self.name not in self.fields:
+                raise InvalidInput(_unknown_field(self.name, self.fields))
+            return
+        if self.upload.tmp is not None:
+            raise InvalidInput("send one file per request")
+        raw = options.get(b"filename", b"").decode("latin-1")
+        self.upload.filename = display_name(
+            raw.encode("latin-1").decode("utf-8", "replace")
+        )
+        fd, tmp = tempfile.mkstemp(dir=self.tmpdir, prefix="upload-")
+        self.upload.tmp = Path(tmp)
+        self.file = os.fdopen(fd, "wb")
+
+    def data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self.file is None:
+            self.buffer += chunk
+            if len(self.buffer) > _FIELD_MAX:
+                raise TooLarge(f"form field {self.name!r} is over {_FIELD_MAX} bytes")
+            return
+        self.upload.size += len(chunk)
+        if self.upload.size > self.max_bytes:
+            raise _too_large(self.max_bytes)
+        if len(self.upload.head) < _HEAD:
+            self.upload.head += chunk[: _HEAD - len(self.upload.head)]
+        self.hasher.update(chunk)
+        self.file.write(chunk)
+
+    def end(self) -> None:
+        self.open_part = False
+        if self.file is not None:
+            self.close()
+            self.upload.sha256 = self.hasher.hexdigest()
+            return
+        _add_field(
+            self.upload, self.fields, self.name, self.buffer.decode("utf-8", "replace")
+        )
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+            # On disk before the rename: the hash path is trusted from then on.
+            os.fsync(self.file.fileno())
+            self.file.close()
+            self.file = None
+
+
+def _add_field(upload: Upload, fields: tuple[str, ...], name: str, value: str) -> None:
+    if name not in fields:
+        raise InvalidInput(_unknown_field(name, fields))
+    if name in upload.fields:
+        raise InvalidInput(f"form field {name!r} given twice")
+    upload.fields[name] = value
+
+
+def _unknown_field(name: str, fields: tuple[str, ...]) -> str:
+    return f"unknown form field {name[:100]!r}; expected: file, {', '.join(fields)}"
+
+
+def _too_large(max_bytes: int) -> TooLarge:
+    return TooLarge(f"the upload is larger than this team's limit of {max_bytes} bytes")
+
+
+def weights_format(upload: Upload) -> str:
+    """``safetensors`` or ``state_dict`` (a torch.save zip), told from the bytes.
+
+    Only what needs no torch is decided here; the worker reads the file for real.
+    """
+    head = _file_head(upload)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        names = _zip_names(upload)
+        parts = [n.split("/")[1:] for n in names]
+        if any(p[-1:] == ["constants.pkl"] or "code" in p[:-1] for p in parts):
+            raise UnsafeUpload(
+                "a TorchScript archive runs code when loaded and is never accepted; "
+                + SAFE_ADVICE
+            )
+        if any(p[-1:] == ["archive_format"] or "models" in p[:-1] for p in parts):
+            raise UnsafeUpload(
+                "a torch.export program (.pt2) can run code when loaded; the service "
+                "does not accept it; " + SAFE_ADVICE
+            )
+        if any(p[-1:] == ["data.pkl"] for p in parts):
+            return "state_dict"
+        raise InvalidInput(
+            "a zip archive that is not a torch.save file; " + SAFE_ADVICE
+        )
+    if head[:1] == b"\x80":
+        raise UnsafeUpload(
+            "a plain pickle stream (a pickled object, or torch.save with the legacy "
+            "format) can run code when loaded and is refused; " + SAFE_ADVICE
+        )
+    if _is_safetensors(head, upload.size):
+        return "safetensors"
+    raise InvalidInput(
+        "unknown weight file format; accepted: safetensors, or a state dict saved "
+        "with torch.save (.pt, .pth)"
+    )
+
+
+def dataset_format(upload: Upload) -> str:
+    """``npz``, ``safetensors`` or ``csv``, told from the bytes."""
+    head = _file_head(upload)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        names = _zip_names(upload)
+        if not names or not all(n.endswith(".npy") for n in names):
+            raise InvalidInput("a zip archive that is not an .npz of arrays x and y")
+        return "npz"
+    if head[:1] == b"\x80":
+        raise UnsafeUpload(
+            "a pickle stream can run code when loaded and is refused; save the "
+            "arrays with numpy.savez(path, x=x, y=y)"
+        )
+    if _is_safetensors(head, upload.size):
+        return "safetensors"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # the head may end inside a character
+        text = head[: exc.start].decode() if exc.start >= len(head) - 3 else ""
+    if text and "\x00" not in text:
+        return "csv"
+    raise InvalidInput("unknown dataset format; accepted: .npz, .safetensors, .csv")
+
+
+def _file_head(upload: Upload) -> bytes:
+    if upload.tmp is None:
+        raise InvalidInput("the form has no field named file; attach the file there")
+    if upload.size == 0:
+        raise InvalidInput("the file is empty")
+    return upload.head
+
+
+def _zip_names(upload: Upload) -> list[str]:
+    assert upload.tmp is not None
+    try:
+        with zipfile.ZipFile(upload.tmp) as zf:  # reads the directory, runs nothing
+            return zf.namelist()
+    except zipfile.BadZipFile as exc:
+        raise InvalidInput(f"a damaged zip archive: {exc}") from exc
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 10 or head[8:9] != b"{":
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 2 <= header_len <= size - 8
