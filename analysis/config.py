@@ -31,7 +31,9 @@ class AnalysisConfig:
     are randomly projected to it. ``exact``: globs of layers kept at full width.
     ``id_methods``: intrinsic-dimension estimators. ``id_params``: per-method keyword
     parameters, e.g. ``{"mle": {"k": 10}}``. ``bottleneck_factor``: how much narrower
-    a bottleneck is than what comes before and after it.
+    a bottleneck is than what comes before and after it. ``device``: ``"auto"``
+    (CUDA when available), ``"cpu"`` or ``"cuda"``; the service sends an analysis
+    to its CPU queue when this is ``"cpu"``.
 
     ``metrics`` picks the families: ``id`` (intrinsic dimension), ``mi`` (I(X;T) as
     ``mi_input`` and I(T;Y) as ``mi_output`` for each of ``mi_methods``, with
@@ -64,6 +66,7 @@ class AnalysisConfig:
     bottleneck_factor: float = 2.0
     batch_size: int = 256
     seed: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         problems = _type_problems(self)
@@ -112,6 +115,8 @@ class AnalysisConfig:
             problems.append(
                 f"bottleneck_factor must be > 1 (got {self.bottleneck_factor})"
             )
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f'device must be "auto", "cpu" or "cuda" ({self.device!r})')
         if not self.layers.strip():
             problems.append('layers must be "auto", "all" or globs')
         if problems:
@@ -156,6 +161,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "bottleneck_factor": (int, float),
     "batch_size": (int,),
     "seed": (int,),
+    "device": (str,),
     "id_params": (dict,),
     "mi_params": (dict,),
     "mi_max_dim": (int,),

@@ -94,8 +94,9 @@ def mi_rows(
     """``mi_input`` = I(X;T) and ``mi_output`` = I(T;Y) for each MI method.
 
     ``probe`` needs labels and only gives ``mi_output``; ``gaussian`` refuses class
-    labels (its formula on one-hot labels is not a bound), so with labels its
-    ``mi_output`` row says so. Without labels there is no ``mi_output``.
+    labels (its formula on one-hot labels is not a bound and grows past H(Y)), so
+    with labels its ``mi_output`` row is ``None`` with that reason; ksg, binning or
+    probe answer it. Without labels there is no ``mi_output``.
     """
     rows = []
     discrete = y is not None and not y.is_floating_point()
@@ -116,8 +117,7 @@ def mi_rows(
                     None,
                     n_samples=len(acts),
                     params=params,
-                    reason="class labels: the Gaussian formula is not a bound for "
-                    "discrete Y; use ksg, binning or probe",
+                    reason="discrete Y: no Gaussian bound",
                 )
             )
             continue

@@ -56,7 +56,7 @@ def analyse(
     data: Dataset | torch.Tensor,
     config: AnalysisConfig | dict[str, Any] | None = None,
     *,
-    device: str | torch.device = "auto",
+    device: str | torch.device | None = None,
     model_info: dict[str, Any] | None = None,
     progress: Progress | None = None,
     artifacts_dir: str | Path | None = None,
@@ -73,7 +73,8 @@ def analyse(
     config:
         ``AnalysisConfig`` or a dict of its fields; stored in the result.
     device:
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or a torch device.
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or a torch device;
+        ``None`` takes ``config.device``.
     model_info:
         What the result's ``model`` section should say about where the model came
         from (architecture, config, sha256, format); merged with what is measured.
@@ -119,7 +120,7 @@ def analyse(
         raise InvalidInputError(
             "attribution saves maps as files: pass artifacts_dir (CLI: --artifacts)"
         )
-    dev = resolve_device(device)
+    dev = resolve_device(cfg.device if device is None else device)
     model = model.to(dev)
     report = progress or (lambda stage, done, total: None)
 

@@ -29,7 +29,8 @@ def format_estimate(m: dict[str, Any] | None) -> str:
     if m is None:
         return "-"
     if m["value"] is None:
-        return f"n/a ({m.get('reason') or 'not finite'})"
+        reason = m.get("reason") or "not finite"
+        return f"n/a ({reason if len(reason) <= 28 else reason[:27] + '…'})"
     text = f"{m['value']:.3g}"
     if m.get("ci_low") is not None and m.get("ci_high") is not None:
         text += f" [{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
@@ -158,6 +159,154 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
         "(shaded: bottlenecks)",
         fontsize=10,
     )
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _rows(layer: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:
+    return {m["estimator"]: m for m in layer["metrics"] if m["metric"] == metric}
+
+
+def information_table(result: dict[str, Any]) -> Table | None:
+    """I(X;T) and I(T;Y) per MI estimator and the probe accuracy, per layer."""
+    methods: list[str] = []
+    for layer in result["layers"]:
+        for m in layer["metrics"]:
+            if (
+                m["metric"] in ("mi_input", "mi_output")
+                and m["estimator"] not in methods
+            ):
+                methods.append(m["estimator"])
+    has_probe = any(_rows(layer, "probe_accuracy") for layer in result["layers"])
+    if not methods and not has_probe:
+        return None
+    table = Table(title="information (nats)", header_style="bold")
+    table.add_column("layer")
+    table.add_column("neck", justify="center")
+    columns = [
+        (metric, est)
+        for est in methods
+        for metric in ("mi_input", "mi_output")
+        if any(_rows(layer, metric).get(est) for layer in result["layers"])
+    ]
+    for metric, est in columns:
+        label = "I(X;T)" if metric == "mi_input" else "I(T;Y)"
+        table.add_column(f"{label} {est}", justify="right")
+    if has_probe:
+        table.add_column("probe acc", justify="right")
+    for layer in result["layers"]:
+        cells = [
+            format_estimate(_rows(layer, metric).get(est)) for metric, est in columns
+        ]
+        if has_probe:
+            cells.append(
+                format_estimate(
+                    _rows(layer, "probe_accuracy").get("logistic_regression")
+                )
+            )
+        table.add_row(layer["name"], "◆" if layer["is_bottleneck"] else "", *cells)
+    return table
+
+
+def attribution_table(result: dict[str, Any]) -> Table | None:
+    """Per bottleneck: how many units carry the decision, and the sanity check."""
+    entries = result.get("attribution") or []
+    if not entries:
+        return None
+    table = Table(title="attribution at the bottlenecks", header_style="bold")
+    for col in (
+        "layer",
+        "method",
+        "effective units",
+        "top share",
+        "sanity rho",
+        "maps",
+    ):
+        table.add_column(col)
+    for entry in entries:
+        if entry.get("error"):
+            table.add_row(entry["layer"], "-", "-", "-", "-", entry["error"])
+            continue
+        units = {
+            m["estimator"]: m
+            for m in entry["metrics"]
+            if m["metric"] == "attribution_effective_units"
+        }
+        shares = {
+            m["estimator"]: m
+            for m in entry["metrics"]
+            if m["metric"] == "attribution_topk_share"
+        }
+        sanity = entry.get("sanity") or {}
+        pngs = entry.get("files", {}).get("png", [])
+        for method in units:
+            rho = sanity.get(method)
+            table.add_row(
+                entry["layer"],
+                method,
+                format_estimate(units[method]),
+                format_estimate(shares.get(method)),
+                "-" if rho is None else f"{rho:.2f}",
+                ", ".join(pngs),
+            )
+    return table
+
+
+def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | None:
+    """Save a PNG: I(X;T) against I(T;Y), one panel per MI estimator, layers coloured
+    by depth and bottlenecks ringed. Returns None when the result has no MI rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result["layers"]
+    methods = [
+        est
+        for est in dict.fromkeys(
+            m["estimator"]
+            for layer in layers
+            for m in layer["metrics"]
+            if m["metric"] == "mi_input"
+        )
+        if any(_rows(layer, "mi_output").get(est) for layer in layers)
+    ]
+    if not methods:
+        return None
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(4.2 * len(methods), 4), squeeze=False
+    )
+    cmap = plt.get_cmap("viridis")
+    for ax, est in zip(axes[0], methods, strict=True):
+        for i, layer in enumerate(layers):
+            mx = _rows(layer, "mi_input").get(est)
+            my = _rows(layer, "mi_output").get(est)
+            if not mx or not my or mx["value"] is None or my["value"] is None:
+                continue
+            color = cmap(i / max(1, len(layers) - 1))
+            ax.scatter(
+                mx["value"],
+                my["value"],
+                color=color,
+                s=36,
+                zorder=3,
+                edgecolors="tab:red" if layer["is_bottleneck"] else "none",
+                linewidths=2,
+            )
+            ax.annotate(
+                layer["name"],
+                (mx["value"], my["value"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.set_title(est, fontsize=10)
+        ax.set_xlabel("I(X;T) nats")
+        ax.set_ylabel("I(T;Y) nats")
+    fig.suptitle("information plane (colour: depth; red ring: bottleneck)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -23,6 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Piped output gets room for the whole table instead of rich's default 80 columns.
+DEMO_METRICS = "id,mi,probe,cka,attribution"
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
@@ -58,6 +59,7 @@ def _run(
     config: dict[str, Any],
     device: str,
     allow_code_checkpoints: bool,
+    artifacts: Path | None = None,
 ) -> AnalysisResult:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -95,15 +97,23 @@ def _run(
         return analyse(
             model,
             dataset,
-            config,
-            device=device,
+            {**config, "device": device},  # stored with the result
             model_info=model_info,
             progress=progress,
+            artifacts_dir=artifacts,
         )
 
 
 def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
-    from analysis.report import bottleneck_table, layer_table, plot_profile
+    """Tables on the console; JSON to ``out``; pictures next to ``plot``."""
+    from analysis.report import (
+        attribution_table,
+        bottleneck_table,
+        information_table,
+        layer_table,
+        plot_information_plane,
+        plot_profile,
+    )
 
     data = result.to_dict()
     title = (
@@ -117,12 +127,25 @@ def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
         console.print(bottleneck_table(data))
     else:
         console.print("no bottleneck found (no layer narrows by the factor and widens)")
+    for table in (information_table(data), attribution_table(data)):
+        if table is not None:
+            console.print(table)
     if out is not None:
         result.save(out)
         console.print(f"result written to {out}")
-    if plot is not None:
-        plot_profile(data, plot)
-        console.print(f"layer profile drawn in {plot}")
+    if plot is None:
+        return
+    drawn = [plot_profile(data, plot)]
+    drawn.append(plot_information_plane(data, plot.with_suffix(".information.png")))
+    if data["similarity"]:
+        import torch
+
+        from analysis.similarity import plot_cka
+
+        sim = data["similarity"]
+        matrix = torch.tensor(sim["matrix"])  # (L, L)
+        drawn.append(plot_cka(sim["layers"], matrix, plot.with_suffix(".cka.png")))
+    console.print("pictures: " + ", ".join(str(p) for p in drawn if p is not None))
 
 
 @app.command()
@@ -151,6 +174,13 @@ def analyze(
     exact: Annotated[
         list[str] | None, typer.Option(help="Glob of layers kept at full width.")
     ] = None,
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated: id, mi, probe, cka, attribution.")
+    ] = "id",
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(help="Directory for attribution maps (.npy, .png)."),
+    ] = None,
     config: Annotated[
         str | None,
         typer.Option(help="Further analysis config as JSON (e.g. id_params)."),
@@ -171,6 +201,9 @@ def analyze(
 
     cfg = _parse_json(config, "--config")
     cfg.update(samples=samples, layers=layers, seed=seed, budget=budget)
+    cfg["metrics"] = metrics
+    if artifacts is None and "attribution" in metrics:
+        artifacts = (out or Path("result.json")).with_suffix(".artifacts")
     if exact:
         cfg["exact"] = exact
     if not weights.is_file():
@@ -184,6 +217,7 @@ def analyze(
             config=cfg,
             device=device,
             allow_code_checkpoints=allow_code_checkpoints,
+            artifacts=artifacts,
         )
     except BottlelensError as exc:
         raise _fail(str(exc)) from exc
@@ -198,6 +232,9 @@ def demo(
     samples: Annotated[int, typer.Option(help="Samples to analyse.")] = 1000,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of training and analysis.")] = 0,
+    metrics: Annotated[
+        str, typer.Option(help="Comma-separated: id, mi, probe, cka, attribution.")
+    ] = DEMO_METRICS,
 ) -> None:
     """Train a bottleneck MLP on sklearn:digits, save it, analyse it."""
     from analysis.demo import train_demo_model
@@ -212,11 +249,125 @@ def demo(
         arch_config=trained.config,
         weights=trained.weights,
         data=trained.dataset,
-        config={"samples": samples, "seed": seed},
+        config={"samples": samples, "seed": seed, "metrics": metrics},
         device=device,
         allow_code_checkpoints=False,
+        artifacts=workdir / "attribution",
     )
     _show(result, workdir / "result.json", workdir / "profile.png")
+
+
+# --- the service: serve, keys, db, quickstart ---------------------------------
+
+keys_app = typer.Typer(help="API keys of a team.", no_args_is_help=True)
+teams_app = typer.Typer(help="Teams (each has its own models, data and keys).")
+db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(teams_app, name="teams")
+app.add_typer(db_app, name="db")
+
+
+def _service_error(exc: Exception) -> typer.Exit:
+    return _fail(getattr(exc, "message", None) or str(exc))
+
+
+@app.command()
+def serve(
+    embedded: Annotated[
+        bool,
+        typer.Option(
+            help="SQLite, a SQLite queue and one worker under ./.bottlelens/; "
+            "no Postgres, Redis or Docker needed."
+        ),
+    ] = False,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the REST API (with --embedded: the whole service on this machine)."""
+    if embedded:
+        from workers.embedded import serve as serve_embedded
+
+        raise typer.Exit(code=serve_embedded(host, port))
+    import uvicorn
+
+    uvicorn.run("service.main:create_app", factory=True, host=host, port=port)
+
+
+@teams_app.command("create")
+def teams_create(name: Annotated[str, typer.Argument(help="The team's name.")]) -> None:
+    """Create a team."""
+    from service import store
+    from service.db import session_scope
+    from service.errors import ServiceError
+
+    try:
+        with session_scope() as session:
+            team = store.create_team(session, name)
+    except ServiceError as exc:
+        raise _service_error(exc) from exc
+    console.print(f"team {team.name} created (id {team.id})")
+
+
+@keys_app.command("create")
+def keys_create(
+    team: Annotated[str, typer.Option(help="Team name or id.")],
+    scopes: Annotated[
+        str, typer.Option(help="Comma-separated: read, submit, admin.")
+    ] = "read,submit",
+) -> None:
+    """Create an API key and print it (it is shown this once)."""
+    from service import store
+    from service.db import session_scope
+    from service.errors import ServiceError
+
+    try:
+        with session_scope() as session:
+            key_id, token = store.create_api_key(session, team, scopes)
+    except ServiceError as exc:
+        raise _service_error(exc) from exc
+    err_console.print(
+        f"key {key_id} for team {team} ({scopes}); it is shown once, keep it now:"
+    )
+    print(token)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id.")]) -> None:
+    """Revoke an API key; requests with it fail from now on."""
+    from service import store
+    from service.db import session_scope
+
+    with session_scope() as session:
+        revoked = store.revoke_api_key(session, key_id)
+    if not revoked:
+        raise _fail(f"no active key {key_id!r} (unknown, or revoked already)")
+    console.print(f"key {key_id} revoked")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Bring the database schema up to date (BOTTLELENS_DATABASE_URL)."""
+    from service.db import upgrade
+
+    upgrade(revision=revision)
+    console.print(f"database at {revision}")
+
+
+@app.command()
+def quickstart(
+    port: Annotated[int, typer.Option(help="Port of the local service.")] = 8765,
+    samples: Annotated[int, typer.Option(help="Samples to analyse.")] = 1000,
+) -> None:
+    """Start the embedded service (./.bottlelens/), upload the demo model and
+    sklearn:digits over the REST API, analyse, print the table, stop the service."""
+    from workers.quickstart import QuickstartError, run_quickstart
+
+    try:
+        run_quickstart(port=port, samples=samples, console=console)
+    except QuickstartError as exc:
+        raise _fail(str(exc)) from exc
 
 
 if __name__ == "__main__":
