@@ -8,9 +8,12 @@ one step's batch (``samples``; FACTS.md: 112x a forward instead of 185x, 136 MB
 instead of 5.75 GB), and for LayerConductance two steps, since it differences
 consecutive steps inside one pass. Below the floor we cut the samples instead.
 
-One row costs about ``ROW_FACTOR`` times the bytes of every leaf module's output
-for one sample (the activations autograd keeps, their gradients, temporaries) plus
-the input; the plan fits ``chunk x steps`` rows into the budget.
+One row is costed at ``ROW_FACTOR`` (1.5) times the bytes of every leaf module's
+output for one sample plus the input. Measured on the CPU with parameter gradients
+off (bench/bench_attribution.py, a small ResNet at 32 x 32): 0.7 times that sum per
+row, so the estimate leaves a factor of about 2 for what it does not see (the
+attributions kept, cuDNN workspaces, allocator slack). The plan fits
+``chunk x steps`` rows into the budget.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from torch import nn
 
 from analysis.capture import profile
 
-ROW_FACTOR = 3
+ROW_FACTOR = 1.5
 Output = torch.Tensor | tuple[torch.Tensor, ...]
 
 
@@ -70,43 +73,59 @@ def row_bytes(model: nn.Module, x: torch.Tensor) -> int:
     layers = profile(model, x[:1])
     widths = sum(layer.width for layer in layers if layer.is_leaf)
     per_sample = x[:1].numel()
-    return ROW_FACTOR * (widths + per_sample) * x.element_size()
+    return int(ROW_FACTOR * (widths + per_sample) * x.element_size())
 
 
 def plan_batches(
     n: int,
     total_steps: int,
-    floor: int,
     row: int,
     budget: int,
     internal_batch_size: int | None = None,
+    *,
+    overlap: bool = False,
 ) -> Plan:
-    """The largest internal batch that fits ``budget`` (or the one asked for)."""
-    if internal_batch_size is not None:
-        rows = internal_batch_size
-    else:
-        rows = max(1, budget // max(1, row))
-    if rows >= n * floor:
+    """The largest internal batch that fits ``budget`` (or the one asked for).
+
+    ``overlap``: consecutive internal batches share one path point (conductance),
+    so a batch needs two points and one of every ``steps`` is computed twice.
+    Below ``n`` samples x 4 points such a method takes fewer samples per call
+    with 4 points each (a third more passes) rather than all samples with 2
+    (twice the passes). An ``internal_batch_size`` given is used as captum
+    would, all samples per call, unless it is below the method's floor.
+    """
+    floor, good = (2, 4) if overlap else (1, 1)
+    if internal_batch_size is not None:  # as captum reads it: all samples if it can
+        good = floor
+    good = min(good, max(floor, total_steps))
+    rows = internal_batch_size or max(1, budget // max(1, row))
+    if rows >= n * good:
         chunk, steps = n, min(total_steps, rows // n)
     else:
-        chunk, steps = max(1, rows // floor), floor
+        steps = max(floor, min(good, rows))
+        chunk = max(1, rows // steps)
     return Plan(min(chunk, n), steps, floor, total_steps, row)
 
 
 def run_chunked(
-    call: Callable[[slice, int], Output], n: int, plan: Plan
+    call: Callable[[slice, int], Output],
+    n: int,
+    plan: Plan,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[Output, Plan]:
     """``call(rows, internal_batch_size)`` for consecutive slices ``rows`` of ``n``.
 
     On ``torch.cuda.OutOfMemoryError`` the plan is halved (:meth:`Plan.halved`)
     and the failed slice runs again; the plan returned is the one that finished.
-    Outputs (a tensor or a tuple of tensors per call) are detached and joined.
+    Outputs (a tensor or a tuple of tensors per call) are detached, passed
+    through ``reduce`` (per chunk, so only reduced chunks are kept) and joined.
     """
     parts: list[tuple[torch.Tensor, ...]] = []
     single = True
     start = 0
     while start < n:
         stop = min(n, start + plan.chunk)
+        out: Output | None = None
         try:
             out = call(slice(start, stop), plan.steps * (stop - start))
         except torch.cuda.OutOfMemoryError as e:
@@ -114,13 +133,16 @@ def run_chunked(
                 plan = plan.halved()
             except MemoryError:
                 raise e from None
+        if out is None:
+            # outside the except block: its traceback no longer pins the tensors
+            # of the failed pass, so the cache can give their memory back
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             continue
         single = isinstance(out, torch.Tensor)
-        parts.append((out,) if isinstance(out, torch.Tensor) else tuple(out))
+        outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        chunk = tuple(t.detach() for t in outs)
+        parts.append(chunk if reduce is None else tuple(reduce(t) for t in chunk))
         start = stop
-    joined = tuple(
-        torch.cat([p[i].detach() for p in parts]) for i in range(len(parts[0]))
-    )
+    joined = tuple(torch.cat([p[i] for p in parts]) for i in range(len(parts[0])))
     return (joined[0] if single else joined), plan

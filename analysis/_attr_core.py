@@ -166,7 +166,7 @@ class Resolved:
 
     forward: nn.Module
     target: torch.Tensor | int | None
-    rule: str  # "argmax", "index", "given", "reconstruction", "scalar"
+    rule: str  # "argmax", "index:<k>", "given", "reconstruction", "scalar"
 
 
 def resolve_target(
@@ -219,7 +219,7 @@ def resolve_target(
             raise InvalidInputError(
                 f"target {target} is outside the model's {n_out} outputs"
             )
-        return Resolved(model, target, "index")
+        return Resolved(model, target, f"index:{target}")
     if isinstance(target, torch.Tensor):
         t = target.to(x.device).reshape(-1).long()  # (N,)
         if len(t) != len(x):

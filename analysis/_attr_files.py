@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -58,6 +59,7 @@ def save_grid(
     filename: str,
     columns: Sequence[tuple[str, torch.Tensor]],
     title: str,
+    row_labels: Sequence[str] | None = None,
 ) -> str:
     """One row per sample, one column per (title, maps (n, ...)) pair; a PNG."""
     n = len(columns[0][1])
@@ -83,6 +85,8 @@ def save_grid(
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(name, fontsize=9)
+            if col == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[row], fontsize=8)
     fig.tight_layout()
     _atomic_write(out_dir, filename, lambda f: fig.savefig(f, format="png"))
     return filename
@@ -108,13 +112,17 @@ def to_image(sample: torch.Tensor, *, rgb: bool = False) -> np.ndarray:
     return t.numpy()
 
 
-def _atomic_write(out_dir: Path, filename: str, write: object) -> None:
+def _atomic_write(
+    out_dir: Path, filename: str, write: Callable[[BinaryIO], object]
+) -> None:
     path = inside(out_dir, filename)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=path.suffix)
+    tmp = out_dir / f".tmp-{secrets.token_hex(8)}{path.suffix}"
+    # O_EXCL: never through an existing name; 0o666 & ~umask like a plain open()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)  # type: ignore[operator]
+            write(f)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -8,6 +8,7 @@ assume the caller did and also return the batching plan they used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -196,6 +197,7 @@ def _unit_attribution(
     internal_batch_size: int | None,
     baseline: Any,
     memory_budget_bytes: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, Plan, Resolved]:
     if method not in LAYER_METHODS:
         raise InvalidInputError(
@@ -212,10 +214,10 @@ def _unit_attribution(
     plan = plan_batches(
         len(x),
         n_steps + 1 if conductance else n_steps,
-        2 if conductance else 1,
         row_bytes(model, x),
         memory_budget_bytes,
         internal_batch_size,
+        overlap=conductance,
     )
     cls = LayerConductance if conductance else LayerIntegratedGradients
     explainer = cls(resolved.forward, ref.module)
@@ -230,7 +232,7 @@ def _unit_attribution(
         )
 
     with cloned_output(model, ref.name):
-        attr, plan = run_chunked(call, len(x), plan)
+        attr, plan = run_chunked(call, len(x), plan, reduce)
     assert isinstance(attr, torch.Tensor)
     return attr, plan, resolved
 
@@ -255,7 +257,7 @@ def _gradcam_maps(
     resolved = (
         target if isinstance(target, Resolved) else resolve_target(model, x, target)
     )
-    plan = plan_batches(len(x), 1, 1, row_bytes(model, x), budget)
+    plan = plan_batches(len(x), 1, row_bytes(model, x), budget)
     explainer = LayerGradCam(resolved.forward, ref.module)
     size = tuple(x.shape[2:])
     mode = _INTERPOLATION[len(size)]
@@ -291,7 +293,7 @@ def _input_ig_maps(
         target if isinstance(target, Resolved) else resolve_target(model, x, target)
     )
     plan = plan_batches(
-        len(x), n_steps, 1, row_bytes(model, x), budget, internal_batch_size
+        len(x), n_steps, row_bytes(model, x), budget, internal_batch_size
     )
     explainer = IntegratedGradients(resolved.forward)
 

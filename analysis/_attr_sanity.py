@@ -88,9 +88,10 @@ def sanity_check(
         original = compute_maps(
             model, ref, x, resolved, chosen, n_steps, memory_budget_bytes
         )
-        return randomised_correlations(
+        rho, _ = randomised_correlations(
             model, ref, x, resolved, original, n_steps, seed, memory_budget_bytes
         )
+    return rho
 
 
 def randomised_correlations(
@@ -102,8 +103,11 @@ def randomised_correlations(
     n_steps: int,
     seed: int,
     budget: int,
-) -> dict[str, float]:
-    """Randomise a copy above ``ref`` and correlate its maps with ``original``."""
+) -> tuple[dict[str, float], list[str]]:
+    """Randomise a copy above ``ref``, correlate its maps with ``original``.
+
+    Returns the correlations and the names of the modules re-initialised.
+    """
     above = layers_above(model, ref.name, x)
     twin = copy.deepcopy(model)
     _reinitialise(twin, above, seed)
@@ -114,7 +118,7 @@ def randomised_correlations(
         maps = compute_maps(
             twin, twin_ref, x, twin_resolved, list(original), n_steps, budget
         )
-    return {m: spearman(original[m], maps[m]) for m in original}
+    return {m: spearman(original[m], maps[m]) for m in original}, above
 
 
 def compute_maps(

@@ -4,6 +4,7 @@ plug-in entropies."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -16,6 +17,14 @@ from analysis.errors import DataError, InvalidInputError
 # leading subspace of activations, whose spectra decay.
 _POWER_ITERS = 3
 _OVERSAMPLE = 10
+
+
+def subseed(seed: int, purpose: str) -> int:
+    """A seed for one random step, derived from the user's ``seed`` and the step's
+    name: independent streams per step, and none equal to ``seed`` itself (data drawn
+    with ``manual_seed(seed)`` would otherwise meet identical noise)."""
+    digest = hashlib.blake2b(f"{seed}:{purpose}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 def as_pair(X: Any, Y: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -59,7 +68,7 @@ def pca_reduce(X: torch.Tensor, q: int, seed: int) -> torch.Tensor:
     dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
     Xc = X.to(dtype) - X.mean(dim=0, dtype=torch.float64).to(dtype)  # (N, D)
     r = min(q + _OVERSAMPLE, N, D)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(subseed(seed, "pca"))
     omega = torch.randn(D, r, generator=g, dtype=dtype).to(X.device)  # (D, r)
     Q = torch.linalg.qr(Xc @ omega).Q  # (N, r)
     for _ in range(_POWER_ITERS):

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from analysis._mi_common import pca_reduce, row_ids, standardize
+from analysis._mi_common import pca_reduce, row_ids, standardize, subseed
 from analysis._mi_knn import ksg, ross
 from analysis._mi_neural import infonce
 from analysis._mi_noisy import noisy_mi
@@ -64,7 +64,7 @@ def _jitter_duplicates(A: torch.Tensor, seed: int) -> tuple[torch.Tensor, float]
     identical (their kNN distance would be 0), and the jitter scale (0: none)."""
     if int(row_ids(A).max()) + 1 == A.shape[0]:
         return A, 0.0
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(subseed(seed, "jitter"))
     noise = torch.randn(A.shape, generator=g, dtype=torch.float64).to(A.device)
     return A + JITTER * noise, JITTER
 
@@ -122,12 +122,18 @@ def prepare_gaussian(
     params, flags = _pca_record({"x": q_x, "y": q_y})
     shrink = p["shrinkage"]
     noise_model = "jointly Gaussian model" + (
-        " of Ledoit-Wolf-shrunk correlations" if shrink else ""
+        "" if shrink == "none" else f" of correlations, shrinkage={shrink}"
     )
 
     def core(rows: Rows) -> tuple[float, dict[str, Any]]:
         value, delta = gaussian(_take(X, rows), _take(Y, rows), shrink)
-        return value, {"shrinkage_intensity": delta}
+        details: dict[str, Any] = {"shrinkage_intensity": delta}
+        if not math.isfinite(value):
+            details["reason"] = (
+                "singular covariance (collinear columns): pass shrinkage='auto' or "
+                "'ledoit_wolf'"
+            )
+        return value, details
 
     return Prepared(core, noise_model, params, flags)
 
@@ -180,11 +186,11 @@ def prepare_noisy(
             )
     else:
         sigma, rule = float(p["sigma"]), "given"
-    n_mc = p["n_mc"]
+    n_mc, noise_seed = p["n_mc"], subseed(seed, "noise")
     noise_model = f"gaussian noise sigma={sigma:.4g} added to {side} ({rule})"
 
     def core(rows: Rows) -> tuple[float, dict[str, Any]]:
-        return noisy_mi(_take(T, rows), _take(other, rows), sigma, n_mc, seed), {}
+        return noisy_mi(_take(T, rows), _take(other, rows), sigma, n_mc, noise_seed), {}
 
     params = {"noised": side, "sigma": sigma, "sigma_rule": rule}
     return Prepared(core, noise_model, params)
@@ -193,20 +199,24 @@ def prepare_noisy(
 def prepare_infonce(
     X: torch.Tensor, Y: torch.Tensor, discrete: bool, p: dict[str, Any], seed: int
 ) -> Prepared:
+    X, q_x = _reduce(X, p["max_dim"], seed)
     if discrete:
-        Y = torch.nn.functional.one_hot(row_ids(Y)).to(torch.float32)  # (N, K)
+        Y, q_y = torch.nn.functional.one_hot(row_ids(Y)).to(torch.float32), None
+    else:
+        Y, q_y = _reduce(Y, p["max_dim"], seed)
+    params, flags = _pca_record({"x": q_x, "y": q_y})
     opts = {k: p[k] for k in ("batch_size", "steps", "lr", "hidden", "layers")}
     opts |= {"embed": p["embed"], "test_fraction": p["test_fraction"]}
-    N = X.shape[0]
+    N, critic_seed = X.shape[0], subseed(seed, "critic")
     B = min(p["batch_size"], max(2, round(p["test_fraction"] * N)))
     noise_model = f"none: a lower bound, at most ln(B) = ln({B}) = {math.log(B):.4g}"
 
     def core(rows: Rows) -> tuple[float, dict[str, Any]]:
-        value, b = infonce(_take(X, rows), _take(Y, rows), seed=seed, **opts)
+        value, b = infonce(_take(X, rows), _take(Y, rows), seed=critic_seed, **opts)
         return value, {"eval_batch": b, "ceiling": math.log(b)}
 
-    params = {"critic": "separable"}
-    return Prepared(core, noise_model, params, ceiling=math.log(B))
+    params["critic"] = "separable"
+    return Prepared(core, noise_model, params, flags, ceiling=math.log(B))
 
 
 def prepare_probe(

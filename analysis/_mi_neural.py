@@ -84,7 +84,7 @@ def infonce(
     X, Y = _zscore_by(X, train), _zscore_by(Y, train)
     critic = SeparableCritic(X.shape[1], Y.shape[1], hidden, layers, embed, seed)
     critic.to(dev)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr)
+    opt = torch.optim.Adam(critic.parameters(), lr=lr, foreach=True)
     b_train = min(batch_size, train.numel())
     with torch.enable_grad():
         for _ in range(steps):

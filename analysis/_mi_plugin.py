@@ -32,25 +32,40 @@ def ledoit_wolf(Z: torch.Tensor) -> tuple[torch.Tensor, float]:
     return (1.0 - delta) * S + delta * mu * eye, delta
 
 
-def gaussian(X: torch.Tensor, Y: torch.Tensor, shrinkage: bool) -> tuple[float, float]:
-    """``0.5 (logdet Sxx + logdet Syy - logdet S)`` in nats, and the shrinkage used.
+# "auto" shrinks when the joint width exceeds this fraction of the rows. Below it
+# the plug-in bias is small (about Dx Dy / 2N nats) and shrinkage costs more: at
+# N=2000, Dx=Dy=3, Ledoit-Wolf's intensity of 0.01 lowered the value by 0.045 nats.
+AUTO_SHRINK_RATIO = 0.1
+
+
+def gaussian(X: torch.Tensor, Y: torch.Tensor, shrinkage: str) -> tuple[float, float]:
+    """``0.5 (logdet Sxx + logdet Syy - logdet S)`` in nats, and the Ledoit-Wolf
+    intensity used (0: none).
 
     Columns are z-scored first (the formula is invariant to it; the shrinkage target
     then is the identity, i.e. correlations shrink toward 0). Constant columns carry
-    no information and are dropped; a side with none left gives 0.
+    no information and are dropped; a side with none left gives 0. ``shrinkage``:
+    ``"ledoit_wolf"``, ``"none"`` (the sample covariance, 1/N), or ``"auto"``:
+    Ledoit-Wolf when ``Dx + Dy > AUTO_SHRINK_RATIO * N`` or when the sample
+    covariance is singular, else none.
     """
     X, Y = standardize(X), standardize(Y)
     X = X[:, X.std(dim=0) > 0]  # (N, Dx')
     Y = Y[:, Y.std(dim=0) > 0]  # (N, Dy')
     if X.shape[1] == 0 or Y.shape[1] == 0:
         return 0.0, 0.0
-    Dx = X.shape[1]
+    N, Dx = X.shape
     Z = torch.cat([X, Y], dim=1)  # (N, Dx + Dy)
-    if shrinkage:
+    Zc = Z - Z.mean(dim=0)
+    S, delta = Zc.T @ Zc / N, 0.0
+    if shrinkage == "ledoit_wolf" or (
+        shrinkage == "auto"
+        and (
+            Z.shape[1] > AUTO_SHRINK_RATIO * N
+            or torch.linalg.cholesky_ex(S).info.item() != 0
+        )
+    ):
         S, delta = ledoit_wolf(Z)
-    else:
-        Zc = Z - Z.mean(dim=0)
-        S, delta = Zc.T @ Zc / Z.shape[0], 0.0
     logdet_xy = torch.linalg.slogdet(S)[1]
     logdet_x = torch.linalg.slogdet(S[:Dx, :Dx])[1]
     logdet_y = torch.linalg.slogdet(S[Dx:, Dx:])[1]

@@ -27,13 +27,15 @@ that at the smallest internal batch); GradCAM one.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from analysis._attr_batching import Plan
 from analysis._attr_core import (
     LayerRef,
     Resolved,
@@ -54,11 +56,8 @@ from analysis._attr_methods import (
     prepare,
     unit_attribution,
 )
-from analysis._attr_sanity import (
-    layers_above,
-    randomised_correlations,
-    sanity_check,
-)
+from analysis._attr_sanity import randomised_correlations, sanity_check
+from analysis._attr_summary import TOP_FRACTIONS, unit_summary
 from analysis.errors import InvalidInputError
 from analysis.types import Bottleneck, MetricValue
 
@@ -72,108 +71,6 @@ __all__ = [
     "unit_attribution",
     "unit_summary",
 ]
-
-TOP_FRACTIONS = (0.01, 0.05, 0.10, 0.25)
-
-
-def unit_summary(
-    attr: torch.Tensor,
-    *,
-    method: str = "conductance",
-    params: Mapping[str, Any] | None = None,
-    top_fractions: Sequence[float] = TOP_FRACTIONS,
-) -> dict[str, Any]:
-    """How concentrated a layer's attribution is over its units.
-
-    A unit is a feature of a dense layer (N, D) and a channel of a convolutional
-    one (N, C, \\*spatial), whose attribution per sample is first summed over its
-    spatial positions (conductance is additive, so this is the channel's total).
-    Then, with ``a[i, u]`` the attribution of unit u for sample i:
-
-    - importance ``I[u] = mean_i |a[i, u]|``, and ``p = I / sum(I)``;
-    - effective number of units ``exp(H(p))``, ``H(p) = -sum_u p[u] log p[u]``
-      (Hill number of order 1): U when all U units matter equally, 1 when one
-      carries everything;
-    - top-k share ``sum of the k largest p[u]`` for ``k = ceil(f * U)`` (at least
-      one unit) for each fraction ``f`` in ``top_fractions`` (default 1%, 5%,
-      10%, 25% of the units).
-
-    Parameters
-    ----------
-    attr:
-        (N, D) or (N, C, \\*spatial), e.g. from :func:`unit_attribution`.
-    method:
-        The attribution method; becomes the metric rows' ``estimator``.
-    params:
-        Recorded in every row's ``params`` (target rule, ``n_steps``, internal
-        batch size ...), next to ``n_units`` and ``unit``.
-
-    Returns
-    -------
-    dict
-        ``importance`` (list of U floats), ``n_units``, ``unit`` (``"feature"`` or
-        ``"channel"``), ``effective_units`` (float or None), ``topk_share``
-        ({``"1%"``: share, ...}) and ``metrics``: one ``MetricValue`` with
-        ``metric="attribution_effective_units"`` and one per fraction with
-        ``metric="attribution_topk_share"`` (``params["fraction"]``, ``["k"]``).
-        When every attribution is zero the values are None with a reason.
-
-    Example
-    -------
-    >>> s = unit_summary(unit_attribution(net, "fc1", x), method="conductance")
-    >>> s["effective_units"], s["topk_share"]["10%"]
-    """
-    if not isinstance(attr, torch.Tensor) or attr.ndim < 2 or len(attr) < 1:
-        raise InvalidInputError("unit_summary needs attributions (N, units, ...)")
-    a = attr.detach().double()
-    unit = "channel" if a.ndim > 2 else "feature"
-    per_unit = a.sum(dim=tuple(range(2, a.ndim))) if a.ndim > 2 else a  # (N, U)
-    importance = per_unit.abs().mean(0)  # (U,)
-    n_units = len(importance)
-    total = float(importance.sum())
-    base = {**dict(params or {}), "n_units": n_units, "unit": unit}
-    n = len(a)
-    reason = None if total > 0 and math.isfinite(total) else "all attributions are zero"
-    effective: float | None = None
-    shares: dict[str, float | None] = {}
-    metrics: list[MetricValue] = []
-    if reason is None:
-        p = importance / total  # (U,)
-        entropy = -(p[p > 0] * p[p > 0].log()).sum()
-        effective = float(entropy.exp())
-    metrics.append(
-        MetricValue(
-            "attribution_effective_units",
-            method,
-            effective,
-            n_samples=n,
-            params=base,
-            reason=reason,
-        )
-    )
-    ordered = importance.sort(descending=True).values
-    for f in top_fractions:
-        k = max(1, math.ceil(f * n_units))
-        share = float(ordered[:k].sum() / total) if reason is None else None
-        shares[f"{100 * f:g}%"] = share
-        metrics.append(
-            MetricValue(
-                "attribution_topk_share",
-                method,
-                share,
-                n_samples=n,
-                params={**base, "fraction": f, "k": k},
-                reason=reason,
-            )
-        )
-    return {
-        "importance": importance.tolist(),
-        "n_units": n_units,
-        "unit": unit,
-        "effective_units": effective,
-        "topk_share": shares,
-        "metrics": metrics,
-    }
 
 
 def attribute_bottlenecks(
@@ -212,14 +109,16 @@ def attribute_bottlenecks(
     Parameters
     ----------
     x:
-        The samples (N, ...); every bottleneck costs about
-        ``2 (n_steps + 1) N + 3 n_steps n_maps`` forward+backward rows.
+        The samples (N, ...). Each bottleneck costs about ``2 n_steps (N +
+        n_maps)`` forward+backward rows (conductance and layer IG), plus
+        ``3 n_steps n_maps`` for the sanity check; input IG ``n_steps n_maps``
+        once.
     bottlenecks:
         From :func:`analysis.bottlenecks.find_bottlenecks`.
     target, n_steps, memory_budget_bytes:
         As in :func:`unit_attribution`.
     sanity:
-        Run the model-randomisation check (it triples the cost on the subset).
+        Run the model-randomisation check on the subset.
 
     Returns
     -------
@@ -267,6 +166,7 @@ def attribute_bottlenecks(
             "ig_delta_mean": float(delta.abs().mean()),
             "ig_delta_max": float(delta.abs().max()),
         }
+        run = _Run(model, x, resolved, xs, rs, out, n_steps, seed, memory_budget_bytes)
         used: set[str] = set()
         records = []
         for b in bottlenecks:
@@ -275,68 +175,67 @@ def attribute_bottlenecks(
                 ref = resolve_layer(model, b.layer, x)
                 name = _unique(safe_name(b.layer), used)
             except InvalidInputError as e:
-                records.append({**record, "metrics": [], "error": str(e)})
+                records.append({**record, **_empty(), "error": str(e)})
                 continue
-            record |= _one_layer(
-                model,
-                ref,
-                x,
-                resolved,
-                subset,
-                xs,
-                rs,
-                out,
-                name,
-                {"input_ig": ig},
-                ig_plan.internal_batch_size,
-                n_steps=n_steps,
-                seed=seed,
-                budget=memory_budget_bytes,
-                sanity=sanity,
-            )
+            record |= _one_layer(run, ref, name, {"input_ig": ig}, sanity=sanity)
+            record["internal_batch_size"]["input_ig"] = ig_plan.internal_batch_size
             record["files"]["npy"] = shared + record["files"]["npy"]
             records.append(record)
     return records
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every bottleneck of one :func:`attribute_bottlenecks` call shares."""
+
+    model: nn.Module
+    x: torch.Tensor  # all samples
+    resolved: Resolved
+    xs: torch.Tensor  # the n_maps samples whose maps are saved
+    rs: Resolved  # the targets of xs
+    out: Path
+    n_steps: int
+    seed: int
+    budget: int
+
+    def unit_attribution(
+        self, ref: LayerRef, method: str, *, subset: bool
+    ) -> tuple[torch.Tensor, Plan]:
+        attr, plan, _ = _unit_attribution(
+            self.model,
+            ref,
+            self.xs if subset else self.x,
+            method=method,
+            target=self.rs if subset else self.resolved,
+            n_steps=self.n_steps,
+            internal_batch_size=None,
+            baseline=None,
+            memory_budget_bytes=self.budget,
+            # over all samples keep each unit's total only: (N, C, 1, ...) for a
+            # conv layer, which unit_summary reads as channels
+            reduce=None if subset else _channel_totals,
+        )
+        return attr, plan
+
+
 def _one_layer(
-    model: nn.Module,
+    run: _Run,
     ref: LayerRef,
-    x: torch.Tensor,
-    resolved: Resolved,
-    subset: torch.Tensor,
-    xs: torch.Tensor,
-    rs: Resolved,
-    out: Path,
     name: str,
     maps: dict[str, torch.Tensor],
-    ig_batch: int,
     *,
-    n_steps: int,
-    seed: int,
-    budget: int,
     sanity: bool,
 ) -> dict[str, Any]:
     metrics: list[MetricValue] = []
     importance: dict[str, list[float]] = {}
-    batches = {"input_ig": ig_batch}
+    batches: dict[str, int] = {}
     retries = 0
     npy: list[str] = []
     for method in LAYER_METHODS:
-        attr, plan, _ = _unit_attribution(
-            model,
-            ref,
-            x,
-            method=method,
-            target=resolved,
-            n_steps=n_steps,
-            internal_batch_size=None,
-            baseline=None,
-            memory_budget_bytes=budget,
-        )
+        attr, plan = run.unit_attribution(ref, method, subset=False)
         params = {
-            "target": resolved.rule,
-            "n_steps": n_steps,
+            "target": run.resolved.rule,
+            "n_steps": run.n_steps,
             "internal_batch_size": plan.internal_batch_size,
             "baseline": "zeros",
         }
@@ -345,23 +244,28 @@ def _one_layer(
         importance[method] = summary["importance"]
         batches[method] = plan.internal_batch_size
         retries += plan.oom_retries
-        maps[method] = attr[subset.to(attr.device)]
-        npy.append(save_npy(out, f"{name}.{method}.npy", maps[method]))
-    columns = [("input", xs)]
-    if ref.is_conv and xs.ndim == len(ref.shape) + 1:
+        maps[method], _ = run.unit_attribution(ref, method, subset=True)
+        npy.append(save_npy(run.out, f"{name}.{method}.npy", maps[method]))
+    columns = [("input", run.xs)]
+    if ref.is_conv and run.xs.ndim == len(ref.shape) + 1:
         maps["gradcam"], plan = _gradcam_maps(
-            model, ref, xs, target=rs, relu=True, budget=budget
+            run.model, ref, run.xs, target=run.rs, relu=True, budget=run.budget
         )
         batches["gradcam"] = plan.chunk
-        npy.append(save_npy(out, f"{name}.gradcam.npy", maps["gradcam"]))
+        npy.append(save_npy(run.out, f"{name}.gradcam.npy", maps["gradcam"]))
         columns.append(("GradCAM", maps["gradcam"]))
     columns.append(("input IG", maps["input_ig"]))
-    png = save_grid(out, f"{name}.png", columns, f"{ref.name} (target: {rs.rule})")
+    labels = None
+    if isinstance(run.rs.target, torch.Tensor):
+        labels = [f"target {int(t)}" for t in run.rs.target]
+    title = f"{ref.name} (target: {run.rs.rule})"
+    png = save_grid(run.out, f"{name}.png", columns, title, labels)
     correlations: dict[str, float | None] = {}
     above: list[str] = []
     if sanity:
-        above = layers_above(model, ref.name, xs)
-        rho = randomised_correlations(model, ref, xs, rs, maps, n_steps, seed, budget)
+        rho, above = randomised_correlations(
+            run.model, ref, run.xs, run.rs, maps, run.n_steps, run.seed, run.budget
+        )
         correlations = {k: (v if math.isfinite(v) else None) for k, v in rho.items()}
     return {
         "metrics": metrics,
@@ -372,6 +276,24 @@ def _one_layer(
         "oom_retries": retries,
         "files": {"npy": npy, "png": [png]},
     }
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        "metrics": [],
+        "importance": {},
+        "sanity": {},
+        "sanity_randomised": [],
+        "internal_batch_size": {},
+        "oom_retries": 0,
+        "files": {"npy": [], "png": []},
+    }
+
+
+def _channel_totals(attr: torch.Tensor) -> torch.Tensor:
+    if attr.ndim <= 2:
+        return attr
+    return attr.sum(dim=tuple(range(2, attr.ndim)), keepdim=True)  # (B, C, 1, ...)
 
 
 def _take(target: torch.Tensor | int | None, rows: torch.Tensor) -> Any:

@@ -42,8 +42,9 @@ class AnalysisConfig:
     ``cka`` (linear CKA between captured layers: with ``cka_layers="auto"`` the
     blocks, stages and bottlenecks among them, with ``"all"`` every captured layer),
     ``attribution`` (Captum at every bottleneck; ``attribution_target`` is ``None``
-    for the predicted class, an output index, or ``"reconstruction"`` for
-    autoencoders; ``attribution_maps`` seeded samples get saved maps;
+    for the predicted class, an output index, ``"reconstruction"`` for
+    autoencoders, or ``"auto"`` (reconstruction when the output has the input's
+    shape, else the predicted class); ``attribution_maps`` seeded samples get saved maps;
     ``attribution_steps`` integration steps).
     """
 
@@ -98,10 +99,10 @@ class AnalysisConfig:
         if self.cka_layers not in ("auto", "all"):
             problems.append(f'cka_layers must be "auto" or "all" ({self.cka_layers!r})')
         target = self.attribution_target
-        if isinstance(target, str) and target != "reconstruction":
+        if isinstance(target, str) and target not in ("reconstruction", "auto"):
             problems.append(
-                f"attribution_target must be null (predicted class), an output index "
-                f'or "reconstruction" (got {target!r})'
+                "attribution_target must be null (predicted class), an output index, "
+                f'"reconstruction" or "auto" (got {target!r})'
             )
         if self.attribution_maps < 1 or self.attribution_steps < 2:
             problems.append("attribution_maps must be >= 1 and attribution_steps >= 2")

@@ -23,7 +23,7 @@ from analysis.bottlenecks import find_bottlenecks
 from analysis.capture import Capture, capture, profile
 from analysis.config import AnalysisConfig
 from analysis.datasets import Dataset
-from analysis.errors import InvalidInputError
+from analysis.errors import DataError, InvalidInputError
 from analysis.intake import dry_run
 from analysis.layer_metrics import (
     check_params,
@@ -301,13 +301,22 @@ def _similarity(
 ) -> dict[str, Any]:
     from analysis.similarity import cka_matrix
 
-    names, matrix = cka_matrix(activations, batch_size=cfg.batch_size, seed=cfg.seed)
-    return {
+    batch_size = max(4, cfg.batch_size)  # the unbiased HSIC needs 4 rows a batch
+    section: dict[str, Any] = {
         "method": "linear_cka_minibatch",
-        "batch_size": cfg.batch_size,
-        "layers": names,
-        "matrix": [[float(v) for v in row] for row in matrix.tolist()],
+        "batch_size": batch_size,
+        "layers": list(activations),
+        "matrix": None,
+        "reason": None,
     }
+    try:
+        names, matrix = cka_matrix(activations, batch_size=batch_size, seed=cfg.seed)
+    except DataError as exc:
+        section["reason"] = str(exc)
+        return section
+    section["layers"] = names
+    section["matrix"] = [[float(v) for v in row] for row in matrix.tolist()]
+    return section
 
 
 def _attribute(

@@ -10,9 +10,13 @@ The probe (Alain & Bengio 2016): the layer ``T`` (N, ...) is flattened; wider th
 labels, so it cannot leak them into the held-out folds). Then ``cv`` stratified
 folds (shuffled with ``seed``): on each, the features are z-scored with the training
 rows' statistics and a multinomial ``sklearn.linear_model.LogisticRegression``
-(L2, ``C=1``, L-BFGS, at most ``max_iter=100`` iterations) is fitted and scored on
-the held-out rows. scikit-learn runs on the CPU: the reduced features are copied
-there.
+(L2, ``C=1``, Newton-CG, at most ``max_iter=100`` iterations) is fitted and scored
+on the held-out rows. Newton-CG reaches the same (convex) optimum as scikit-learn's
+default L-BFGS 2-3x faster here: on 800 x 256 features and 10 classes it took
+0.1-0.2 s against 0.2-0.56 s, most of L-BFGS's time being SciPy's own step.
+scikit-learn runs on the CPU: the reduced features are copied there. A 1000 x 4096
+layer (10 classes, 5 folds) took 1.2-1.7 s on one core of a busy 2-core machine,
+a third of it the PCA.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from analysis._id_uncertainty import check_int
 from analysis._mi_common import as_pair, pca_reduce
 from analysis.errors import DataError, InvalidInputError
 from analysis.types import MetricValue
@@ -33,6 +38,7 @@ __all__ = ["probe_accuracy"]
 # Default cap on the probe's input width: a 1000 x 4096 layer then takes about 1 s.
 DEFAULT_MAX_DIM = 256
 C = 1.0
+SOLVER = "newton-cg"
 MAX_ITER = 100
 CI_LEVEL = 0.95
 
@@ -102,7 +108,7 @@ def cross_validate(feats: np.ndarray, y: np.ndarray, cv: int, seed: int) -> Prob
     splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
     for train, test in splitter.split(feats, y):
         scaler = StandardScaler().fit(feats[train])
-        clf = LogisticRegression(C=C, max_iter=MAX_ITER)
+        clf = LogisticRegression(C=C, solver=SOLVER, max_iter=MAX_ITER)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             clf.fit(scaler.transform(feats[train]), y[train])
@@ -145,9 +151,9 @@ def probe_accuracy(
         accuracies, clipped to [0, 1]; the folds share training rows, so it
         understates the variance somewhat (Bengio & Grandvalet 2004).
         ``params``: ``seed, cv, cv_used, max_dim, n_components`` (PCA width or
-        ``None``), ``C, max_iter, standardize, ci_level, n_classes``,
+        ``None``), ``C, solver, max_iter, standardize, ci_level, n_classes``,
         ``chance`` (the majority class's share) and ``fold_accuracies``. Flag
-        ``"not_converged"`` when L-BFGS stopped at ``max_iter`` in some fold.
+        ``"not_converged"`` when the solver stopped at ``max_iter`` in some fold.
 
     Raises
     ------
@@ -162,6 +168,7 @@ def probe_accuracy(
     """
     from scipy.special import stdtrit
 
+    check_int(seed, "seed", None)
     feats, labels, n_comp = probe_inputs(T, y, max_dim, seed)
     folds = cross_validate(feats, labels, cv, seed)
     acc = np.asarray(folds.fold_accuracies)
@@ -195,6 +202,7 @@ def probe_accuracy(
             "max_dim": DEFAULT_MAX_DIM if max_dim is None else max_dim,
             "n_components": n_comp,
             "C": C,
+            "solver": SOLVER,
             "max_iter": MAX_ITER,
             "standardize": True,
             "ci_level": CI_LEVEL,

@@ -155,8 +155,9 @@ def plot_cka(names: list[str], matrix: torch.Tensor, path: str | Path) -> Path:
     """Draw ``matrix`` (L, L) as a heat map labelled with ``names``; save a PNG.
 
     Colour scale fixed to [0, 1] (magma); NaN cells grey; the value is printed
-    in each cell when L <= 12. Figure size and font shrink with L so that up to
-    about 100 layer names stay legible. Uses matplotlib's Agg canvas without
+    in each cell when L <= 12. Cells are 0.3 in (at most 20 in for all of
+    them), the names' font follows the cell size (4-9 pt) and the margins
+    follow the longest name. Uses matplotlib's Agg canvas without
     pyplot (no global backend change).
 
     Returns
@@ -171,9 +172,11 @@ def plot_cka(names: list[str], matrix: torch.Tensor, path: str | Path) -> Path:
             f"got {tuple(m.shape)}"
         )
     L = len(names)
-    side = min(24.0, max(4.0, 0.28 * L + 2.5))
-    font = max(4.0, min(9.0, 300 / max(L, 1)))
-    fig = Figure(figsize=(side + 1.2, side), dpi=100)
+    cell = min(0.3, 20.0 / max(L, 1))  # inches per cell; at most 20 in of cells
+    font = max(4.0, min(9.0, cell * 72 * 0.45))
+    label = max((len(n) for n in names), default=1) * font * 0.6 / 72 + 0.3
+    grid = max(2.5, L * cell)
+    fig = Figure(figsize=(grid + label + 1.4, grid + label + 0.5), dpi=100)
     ax = fig.add_subplot()
     cmap = _cmap()
     image = ax.imshow(m.numpy(), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -203,9 +206,7 @@ def plot_cka(names: list[str], matrix: torch.Tensor, path: str | Path) -> Path:
 
 
 def _cmap() -> Colormap:
-    cmap = colormaps["magma"].copy()
-    cmap.set_bad("0.75")
-    return cmap
+    return colormaps["magma"].with_extremes(bad="0.75")
 
 
 def _centred(X: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
