@@ -44,8 +44,8 @@ class AnalysisConfig:
     ``attribution`` (Captum at every bottleneck; ``attribution_target`` is ``None``
     for the predicted class, an output index, ``"reconstruction"`` for
     autoencoders, or ``"auto"`` (reconstruction when the output has the input's
-    shape, else the predicted class); ``attribution_maps`` seeded samples get saved maps;
-    ``attribution_steps`` integration steps).
+    shape, else the predicted class); ``attribution_maps`` seeded samples get
+    saved maps; ``attribution_steps`` integration steps).
     """
 
     version: int = CONFIG_VERSION

@@ -137,7 +137,7 @@ def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
         return
     drawn = [plot_profile(data, plot)]
     drawn.append(plot_information_plane(data, plot.with_suffix(".information.png")))
-    if data["similarity"]:
+    if data["similarity"] and data["similarity"]["matrix"]:
         import torch
 
         from analysis.similarity import plot_cka
