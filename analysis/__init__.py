@@ -40,14 +40,17 @@ from analysis.intrinsic_dimension import (
     estimate_id,
 )
 from analysis.manifolds import MANIFOLDS, make_manifold
+from analysis.mutual_information import MI_ESTIMATORS, estimate_mi
 from analysis.neighbors import knn
 from analysis.pipeline import analyse
+from analysis.probes import probe_accuracy
 from analysis.result import SCHEMA_VERSION, AnalysisResult, LayerResult
 from analysis.types import Bottleneck, LayerInfo, MetricValue
 
 __all__ = [
     "ID_ESTIMATORS",
     "MANIFOLDS",
+    "MI_ESTIMATORS",
     "MLE",
     "SCHEMA_VERSION",
     "AnalysisConfig",
@@ -75,6 +78,7 @@ __all__ = [
     "build_model",
     "dry_run",
     "estimate_id",
+    "estimate_mi",
     "find_bottlenecks",
     "forward_hooks",
     "knn",
@@ -82,6 +86,7 @@ __all__ = [
     "load_model",
     "load_weights_into",
     "make_manifold",
+    "probe_accuracy",
     "profile",
     "read_checkpoint",
     "register_architecture",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from analysis._mi_common import pca_reduce, row_ids, standardize, subseed
@@ -33,7 +34,9 @@ Core = Callable[[Rows], tuple[float, dict[str, Any]]]
 
 @dataclass
 class Prepared:
-    core: Core  # rows (None: all) -> (estimate, details of that run)
+    # rows (None: all) -> (estimate, details of that run: recorded in params, except
+    # "reason" and "flags", which go to the MetricValue's fields)
+    core: Core
     noise_model: str
     params: dict[str, Any] = field(default_factory=dict)  # resolved, recorded
     flags: list[str] = field(default_factory=list)
@@ -242,7 +245,8 @@ def prepare_probe(
             "cross_entropy": ce,
             "accuracy": sum(folds.fold_accuracies) / folds.cv,
             "cv_used": folds.cv,
-            "converged": folds.converged,
+            "flags": ["not_converged"] * (not folds.converged)
+            + ["cv_reduced"] * (folds.cv < cv),
         }
         return max(0.0, h_y - ce), info
 
@@ -251,9 +255,7 @@ def prepare_probe(
     return Prepared(core, noise_model, {"n_components": n_comp}, flags)
 
 
-def _entropy_np(y: Any) -> float:
-    import numpy as np
-
+def _entropy_np(y: np.ndarray) -> float:
     counts = np.unique(y, return_counts=True)[1]
     q = counts / counts.sum()
     return float(-(q * np.log(q)).sum())

@@ -81,12 +81,14 @@ def infonce(
     perm = torch.randperm(N, generator=g).to(dev)
     n_test = max(2, round(test_fraction * N))
     test, train = perm[:n_test], perm[n_test:]
-    X, Y = _zscore_by(X, train), _zscore_by(Y, train)
-    critic = SeparableCritic(X.shape[1], Y.shape[1], hidden, layers, embed, seed)
-    critic.to(dev)
-    opt = torch.optim.Adam(critic.parameters(), lr=lr, foreach=True)
-    b_train = min(batch_size, train.numel())
-    with torch.enable_grad():
+    # Gradients even when the caller runs under no_grad or inference_mode (whose
+    # tensors autograd cannot save: the inputs are copied out of it).
+    with torch.inference_mode(False), torch.enable_grad():
+        X, Y = _zscore_by(X.clone(), train), _zscore_by(Y.clone(), train)
+        critic = SeparableCritic(X.shape[1], Y.shape[1], hidden, layers, embed, seed)
+        critic.to(dev)
+        opt = torch.optim.Adam(critic.parameters(), lr=lr, foreach=True)
+        b_train = min(batch_size, train.numel())
         for _ in range(steps):
             pick = train[torch.randperm(train.numel(), generator=g)[:b_train].to(dev)]
             loss = -infonce_bound(critic(X[pick], Y[pick]))

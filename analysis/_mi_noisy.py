@@ -7,8 +7,10 @@ import math
 
 import torch
 
-# Bytes of one (chunk, N) float64 block of log-kernel values.
-_BLOCK_BYTES = 128 * 2**20
+# Bytes of one (chunk, N) float64 block of log-kernel values. Small blocks stay in
+# cache between the passes over them: at N=4000, D=2 a run took 0.08 s with 8 MB
+# blocks and 0.26 s with 128 MB (one thread).
+_BLOCK_BYTES = 8 * 2**20
 
 
 def noisy_mi(
@@ -30,10 +32,15 @@ def noisy_mi(
 
         h_hat = -mean_ir log( 1/(n-1) sum_{j != i} phi_sigma(s_ir - t_j) ).
 
-    A single-row group has the exact conditional entropy ``h(Z)``. The Gaussian
-    constants cancel in the difference, leaving
+    The Gaussian constants cancel in the difference, leaving
     ``A = -mean_ir logsumexp_{j != i}(-|s_ir - t_j|^2 / 2 sigma^2) + log(n - 1)``
-    per set (``A = D/2`` for a single row) and ``I = A_all - sum_b p(b) A_b``.
+    per set and ``I = A_all - sum_b p(b) A_b``. A single-row group is one Gaussian,
+    ``A = D/2`` exactly. When the noise dominates, the marginal term's Monte-Carlo
+    error follows ``c_i = mean_r |z_ir|^2 / 2`` (whose mean is ``D/2``): those rows
+    use the regression control variate ``D/2 + beta (c_i - D/2)``, with ``beta``
+    the least-squares slope of the rows' marginal terms on ``c_i`` (about 1 under
+    large noise, about 0 under small). With ``D/2`` alone, ``sigma = 100`` on 1000
+    rows of N(0, I_2) read 0.07 nats instead of 0.
 
     ``T`` (N, D) any float dtype, ``groups`` int64 (N,) ids. Noise is drawn on the
     CPU from ``seed`` (the same on every device) and moved to ``T``'s device.
@@ -48,8 +55,10 @@ def noisy_mi(
     step = min(N, chunk_size or max(1, _BLOCK_BYTES // (8 * N)))
     lse_all = torch.empty(n_mc, N, dtype=torch.float64, device=T.device)
     lse_grp = torch.full_like(lse_all, math.nan)
+    half_z2 = torch.zeros(N, dtype=torch.float64, device=T.device)  # mean |z|^2 / 2
     for r in range(n_mc):
         Z = torch.randn(N, D, generator=g).to(T.device)  # float32: it is noise
+        half_z2 += Z.to(torch.float64).square().sum(dim=1) / (2 * n_mc)
         for s in range(0, N, step):
             e = min(s + step, N)
             rows = torch.arange(s, e, device=T.device)
@@ -60,11 +69,17 @@ def noisy_mi(
             if not singleton_groups:
                 same = ids[s:e, None] == ids[None, :]  # (c, N)
                 lse_grp[r, s:e] = torch.logsumexp(E.masked_fill_(~same, -math.inf), 1)
-    A_all = -float(lse_all.mean()) + math.log(N - 1)
+    a = -lse_all.mean(dim=0)  # (N,) each row's marginal term
+    A_all = float(a.mean()) + math.log(N - 1)
+    single = n_of_row == 1
+    cv = torch.full_like(half_z2, D / 2)
+    if int(single.sum()) > 2:
+        c, a1 = half_z2[single], a[single]
+        var = float(((c - c.mean()) ** 2).sum())
+        beta = float(((c - c.mean()) * (a1 - a1.mean())).sum()) / var if var else 0.0
+        cv[single] = D / 2 + beta * (c - D / 2)
     # sum_b p(b) A_b as a mean over rows: each row carries its group's terms.
     per_row = torch.where(
-        n_of_row > 1,
-        -lse_grp.mean(dim=0) + torch.log((n_of_row - 1).clamp_min(1)),
-        torch.full_like(n_of_row, D / 2),
+        single, cv, -lse_grp.mean(dim=0) + torch.log((n_of_row - 1).clamp_min(1))
     )
     return A_all - float(per_row.mean())

@@ -49,6 +49,9 @@ Methods (``MI_ESTIMATORS``):
   read high at small ``N``; when ``sigma`` is small next to the spacing of the
   rows of ``T`` (high ``D``) the density at a point is that of its nearest other
   row, and the estimate is a nearest-neighbour estimate with its own large bias.
+  Measured on N(0, I_D), N=2000: within 0.05 nats of ``D/2 ln(1 + 1/sigma^2)``
+  for D=2, sigma in {0.5, 1}; +0.19 (4%) at sigma=0.1; at D=256, sigma=0.5 (and
+  N=4000) 747 nats for a true 206.
   Cost: ``n_mc`` (default 1) x ``N^2 D`` float64 products; more draws per row
   barely help (at N=2000 the s.d. over samples went from 0.032 to 0.027 nats
   with 4), the sample's own variation dominates.
@@ -73,10 +76,13 @@ subsamples of ``round(subsample_fraction * N)`` rows (default half), drawn WITHO
 replacement (a bootstrap would duplicate rows: zero neighbour distances, repeated
 bins), each estimated afresh with the full run's preprocessing (PCA, scaling, bin
 edges, ``sigma``); ``se = sqrt(m / (N - m) * s^2)`` from their s.d. ``s`` and
-``CI = value -+ t_{B-1} se``, centred on the full-sample value. It covers sampling
-variability, not bias; ``params["subsample_mean"]`` (the mean half-sample
-estimate) shows how the estimate moves with ``N`` (Holmes & Nemenman's check for
-an estimator still biased at this ``N``). A subsample that an estimator cannot
+``CI = value -+ t_{B-1} se``, centred on the full-sample value. On 20 independent
+bivariate Gaussian samples (N=2000, rho 0.5 and 0.9, ``ksg`` and ``gaussian``)
+``se`` was 0.8-1.2 times the actual s.d. of the estimate and the 95% interval held
+the true value 18-20 times of 20. It covers sampling variability, not bias;
+``params["subsample_mean"]`` (the mean half-sample estimate) shows how the estimate
+moves with ``N`` (Holmes & Nemenman's check for an estimator still biased at this
+``N``). A subsample that an estimator cannot
 take (say a class too rare for a probe) counts as missing.
 
 ``"near_ceiling"`` also flags a ``"binning"`` value within 5% of ``ln N``: nearly
@@ -239,7 +245,8 @@ def estimate_mi(
         included, ``seed``, ``noise_model``, what the method resolved (PCA widths,
         the binned side, ``sigma``...), ``se`` and ``subsample_mean``; ``flags``
         among ``"pca_reduced"``, ``"jittered"``, ``"near_ceiling"``,
-        ``"not_converged"`` (a probe's solver stopped at its iteration cap).
+        ``"not_converged"`` (a probe's solver stopped at its iteration cap),
+        ``"cv_reduced"`` (a probe with fewer folds than ``cv``: a rare class).
 
     Raises
     ------
@@ -258,6 +265,8 @@ def estimate_mi(
     (True, True)
     """
     check_int(seed, "seed", None)
+    if not isinstance(metric, str) or not metric:
+        raise InvalidInputError(f"metric must be a non-empty string, got {metric!r}")
     p = _resolve(method, params)
     X, Y, discrete = as_pair(X, Y)
     N, n_min = X.shape[0], N_MIN[method](p)
@@ -268,12 +277,9 @@ def estimate_mi(
     low, high, se, sub_mean, ci_reason = _interval(
         prep, value, N, n_min, p, seed, X.device
     )
-    flags = list(prep.flags)
-    if details.get("converged") is False:
-        flags.append("not_converged")
+    flags = prep.flags + details.pop("flags", [])
     if prep.ceiling is not None and value >= NEAR_CEILING * prep.ceiling:
         flags.append("near_ceiling")
-    details.pop("converged", None)
     reason = details.pop("reason", None)
     if reason is None and not math.isfinite(value):
         reason = "non-finite estimate"
