@@ -272,7 +272,10 @@ def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | N
             for m in layer["metrics"]
             if m["metric"] == "mi_input"
         )
-        if any(_rows(layer, "mi_output").get(est) for layer in layers)
+        if any(
+            (_rows(layer, "mi_output").get(est) or {}).get("value") is not None
+            for layer in layers
+        )
     ]
     if not methods:
         return None
