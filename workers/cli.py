@@ -260,7 +260,9 @@ def demo(
 # --- the service: serve, keys, db, quickstart ---------------------------------
 
 keys_app = typer.Typer(help="API keys of a team.", no_args_is_help=True)
-teams_app = typer.Typer(help="Teams (each has its own models, data and keys).")
+teams_app = typer.Typer(
+    help="Teams (each has its own models, data and keys).", no_args_is_help=True
+)
 db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(teams_app, name="teams")
@@ -360,8 +362,12 @@ def quickstart(
     port: Annotated[int, typer.Option(help="Port of the local service.")] = 8765,
     samples: Annotated[int, typer.Option(help="Samples to analyse.")] = 1000,
 ) -> None:
-    """Start the embedded service (./.bottlelens/), upload the demo model and
-    sklearn:digits over the REST API, analyse, print the table, stop the service."""
+    """The REST API end to end: embedded service, demo upload, analysis, table.
+
+    Starts the service under ./.bottlelens/, uploads the demo model and
+    sklearn:digits over HTTP, follows the analysis, prints the per-layer table and
+    the URLs to look at, and stops the service.
+    """
     from workers.quickstart import QuickstartError, run_quickstart
 
     try:

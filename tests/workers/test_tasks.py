@@ -1,0 +1,232 @@
+"""The tasks called in this process (no worker): idempotence, error codes, the
+lease, the reconciler and the start-up check of the time limits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from analysis.errors import (
+    CheckpointMismatchError,
+    DataError,
+    InvalidInputError,
+    UnsafeFileError,
+)
+from tests.workers.conftest import CONFIG_FAST, ROOT
+
+
+def _ready_inputs(stack, inputs) -> tuple[str, str]:
+    from workers.tasks import validate_upload
+
+    model_id = stack.upload_model(inputs.weights)
+    dataset_id = stack.upload_dataset(inputs.data)
+    assert validate_upload.apply(args=("model", model_id)).get() == "ready"
+    assert validate_upload.apply(args=("dataset", dataset_id)).get() == "ready"
+    return model_id, dataset_id
+
+
+def test_validate_upload_marks_ready_once(make_stack, inputs) -> None:
+    from workers.tasks import validate_upload
+
+    stack = make_stack(db="sqlite", broker="sqlite")
+    model_id, dataset_id = _ready_inputs(stack, inputs)
+    assert validate_upload.apply(args=("model", model_id)).get() == "skipped"
+    assert validate_upload.apply(args=("dataset", "no-such-id")).get() == "skipped"
+    dataset = stack.get(f"/v1/datasets/{dataset_id}")
+    assert dataset["status"] == "ready" and dataset["n_samples"] == 600
+
+
+def test_validate_upload_rejects_with_the_library_message(make_stack, tmp_path) -> None:
+    from workers.tasks import validate_upload
+
+    stack = make_stack(db="sqlite", broker="sqlite")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\n1,2,0\n3,oops,1\n")
+    dataset_id = stack.upload_dataset(bad)
+    assert validate_upload.apply(args=("dataset", dataset_id)).get() == "rejected"
+    dataset = stack.get(f"/v1/datasets/{dataset_id}")
+    assert dataset["status"] == "rejected"
+    assert dataset["error"]["code"] == "invalid_input"
+    assert "'oops' is not a number" in dataset["error"]["message"]
+
+
+def test_run_analysis_twice_saves_one_result_set(make_stack, inputs) -> None:
+    from workers.tasks import run_analysis
+
+    stack = make_stack(db="postgres", broker="sqlite")
+    model_id, dataset_id = _ready_inputs(stack, inputs)
+    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    assert run_analysis.apply(args=(analysis_id,)).get() == "succeeded"
+    assert run_analysis.apply(args=(analysis_id,)).get() == "skipped"
+    done = stack.get(f"/v1/analyses/{analysis_id}")
+    assert done["status"] == "succeeded" and done["attempt"] == 1
+    layers = stack.get(f"/v1/analyses/{analysis_id}/layers")
+    result = stack.get(f"/v1/analyses/{analysis_id}/results")
+    assert layers["count"] == len(result["layers"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("config", "code", "words"),
+    [
+        ({"layers": "nope*"}, "invalid_input", "match no layer"),
+        ({"sample": 10}, "invalid_input", "unknown config keys"),
+    ],
+)
+def test_a_domain_error_fails_the_analysis_with_code_and_message(
+    make_stack, inputs, config, code, words
+) -> None:
+    from workers.tasks import run_analysis
+
+    stack = make_stack(db="sqlite", broker="sqlite")
+    model_id, dataset_id = _ready_inputs(stack, inputs)
+    analysis_id = stack.submit(model_id, dataset_id, {"device": "cpu", **config})
+    assert run_analysis.apply(args=(analysis_id,)).get() == "failed"
+    failed = stack.get(f"/v1/analyses/{analysis_id}")
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == code and words in failed["error"]["message"]
+
+
+def test_error_codes_and_failures() -> None:
+    from workers.tasks import _failure, error_code
+
+    assert error_code(UnsafeFileError("x")) == "unsafe_file"
+    assert error_code(CheckpointMismatchError("x")) == "checkpoint_mismatch"
+    assert error_code(DataError("x")) == "data_error"
+    assert error_code(InvalidInputError("x")) == "invalid_input"
+    assert error_code(KeyError("x")) == "internal_error"
+    code, message = _failure(SoftTimeLimitExceeded())
+    assert code == "time_limit" and "BOTTLELENS_TASK_TIME_LIMIT_S" in message
+    assert _failure(MemoryError())[0] == "out_of_memory"
+
+
+def test_lease_renewal_refused_after_cancel_stops_the_work(make_stack, inputs) -> None:
+    from service import store
+    from service.db import session_scope
+    from workers.lease import AnalysisStopped, Lease
+
+    stack = make_stack(db="postgres", broker="sqlite")
+    model_id, dataset_id = _ready_inputs(stack, inputs)
+    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    with session_scope() as session:
+        job = store.claim_analysis(
+            session, analysis_id, "w1", lease_s=30, max_attempts=3
+        )
+    assert job is not None and job.dataset.format == "npz"
+
+    lease = Lease(analysis_id, "w1", lease_s=30)
+    lease.report("capture", 1, 2)
+    assert lease.renew() is True
+    running = stack.get(f"/v1/analyses/{analysis_id}")
+    assert running["stage"] == "capture" and 0.05 < running["progress"] < 0.35
+    stack.http.post(f"/v1/analyses/{analysis_id}/cancel", headers=stack.headers)
+    assert lease.renew() is False
+    with pytest.raises(AnalysisStopped):
+        lease.report("metrics", 1, 4)
+    assert stack.get(f"/v1/analyses/{analysis_id}")["status"] == "cancelled"
+
+
+def test_lease_thread_keeps_the_lease_alive(make_stack, inputs) -> None:
+    from service import store
+    from service.db import session_scope
+    from workers.lease import Lease
+
+    stack = make_stack(db="sqlite", broker="sqlite")
+    model_id, dataset_id = _ready_inputs(stack, inputs)
+    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    with session_scope() as session:
+        store.claim_analysis(session, analysis_id, "w1", lease_s=1, max_attempts=3)
+    with Lease(analysis_id, "w1", lease_s=1):
+        time.sleep(2.5)  # no progress report at all, as in one long estimate
+        with session_scope() as session:
+            assert (
+                store.claim_analysis(
+                    session, analysis_id, "w2", lease_s=1, max_attempts=3
+                )
+                is None
+            )  # still held by w1
+
+
+def test_reconcile_sends_stuck_analyses_again(make_stack, inputs, monkeypatch) -> None:
+    from service import store
+    from service.db import session_scope
+    from workers import tasks
+
+    sent: list[tuple[tuple[str, ...], str]] = []
+    monkeypatch.setattr(
+        tasks.run_analysis,
+        "apply_async",
+        lambda args, queue: sent.append((tuple(args), queue)),
+    )
+    stack = make_stack(db="postgres", broker="sqlite", queued_grace_s=1)
+    model_id, dataset_id = _ready_inputs(stack, inputs)
+    queued = stack.submit(model_id, dataset_id, CONFIG_FAST)  # cpu queue
+    running = stack.submit(model_id, dataset_id, {"samples": 50})  # gpu queue
+    with session_scope() as session:
+        store.claim_analysis(session, running, "dead", lease_s=0.5, max_attempts=3)
+    assert tasks.reconcile_now() == 0  # within the grace, lease alive
+    time.sleep(1.2)
+    assert tasks.reconcile_now() == 2
+    assert sorted(sent) == sorted([((queued,), "cpu"), ((running,), "gpu")])
+    assert tasks.reconcile_now() == 0  # stamped: not again within the grace
+    with session_scope() as session:
+        todo = store.analyses_to_reconcile(
+            session, now=datetime.now(UTC), queued_grace_s=1
+        )
+    assert todo == []
+
+
+def test_time_limit_at_or_above_visibility_timeout_is_refused_at_start(
+    tmp_path,
+) -> None:
+    from service.settings import Settings
+    from workers.celery_app import WorkerConfigError, make_celery
+
+    with pytest.raises(WorkerConfigError, match="must be below"):
+        make_celery(Settings(task_time_limit_s=600, broker_visibility_timeout_s=600))
+    bad = {
+        "BOTTLELENS_TASK_TIME_LIMIT_S": "7200",
+        "BOTTLELENS_BROKER_VISIBILITY_TIMEOUT_S": "3600",
+        "BOTTLELENS_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'b.sqlite'}",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **bad},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "BOTTLELENS_TASK_TIME_LIMIT_S (7200 s) must be below" in out.stderr
+
+
+def test_overall_progress_is_monotone_and_bounded() -> None:
+    from workers.lease import overall_progress
+
+    steps = [("loading", 0, 1), ("profile", 0, 1), ("profile", 1, 1)]
+    steps += [("capture", i, 4) for i in range(5)] + [("capture", 3, -1)]
+    steps += [("metrics", i, 7) for i in range(8)]
+    steps += [("cka", 1, 1), ("attribution", 0, 1), ("attribution", 1, 1)]
+    values = [overall_progress(*s) for s in steps if s[2] > 0]
+    assert values == sorted(values) and values[0] >= 0 and values[-1] < 1
+    assert overall_progress("capture", 3, -1) == overall_progress("capture", 0, 1)
+
+
+def test_each_queue_is_bound_to_its_own_exchange() -> None:
+    """A task the workers send (the reconciler) lands in its queue only, as the
+    API's sends do: a GPU analysis must never reach a CPU worker."""
+    from workers.celery_app import QUEUES, ROUTES, app
+
+    for name in QUEUES:
+        queue = app.amqp.queues[name]
+        assert (queue.exchange.name, queue.routing_key) == (name, name)
+    route = app.amqp.router.route({"queue": "gpu"}, "bottlelens.run_analysis")
+    assert route["queue"].exchange.name == "gpu"
+    assert ROUTES["bottlelens.validate_upload"]["queue"] == "cpu"
+    assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
+    assert app.conf.worker_prefetch_multiplier == 1

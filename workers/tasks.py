@@ -1,0 +1,268 @@
+"""The Celery tasks: ids come in, one analysis call is made, rows go out.
+
+Every task is idempotent. A task reads its job from the store and does nothing when
+the job is gone, finished, or held by another worker's live lease, so a message
+delivered twice (Redis after a visibility timeout, the reconciler, a user retry) runs
+the work at most once at a time and saves one result set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from celery.exceptions import SoftTimeLimitExceeded
+
+from analysis import analyse, load_dataset, load_model
+from analysis.datasets import Dataset
+from analysis.errors import (
+    BottlelensError,
+    CheckpointMismatchError,
+    DataError,
+    FileTooLargeError,
+    InvalidInputError,
+    ShapeMismatchError,
+    UnknownArchitectureError,
+    UnsafeFileError,
+)
+from service import store
+from service.db import session_scope
+from service.schemas import DatasetRef, ModelRef, UploadJob
+from service.settings import get_settings
+from workers.celery_app import app
+from workers.lease import AnalysisStopped, Lease
+
+log = logging.getLogger(__name__)
+Kind = Literal["model", "dataset"]
+
+# Stable machine-readable codes of the failures a user can act on (most specific
+# class first); the service's own codes (invalid_input, unsafe_file, too_large) agree.
+ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (UnsafeFileError, "unsafe_file"),
+    (FileTooLargeError, "too_large"),
+    (CheckpointMismatchError, "checkpoint_mismatch"),
+    (ShapeMismatchError, "shape_mismatch"),
+    (UnknownArchitectureError, "unknown_architecture"),
+    (DataError, "data_error"),
+    (InvalidInputError, "invalid_input"),
+    (BottlelensError, "analysis_error"),
+)
+
+
+def error_code(exc: BaseException) -> str:
+    for cls, code in ERROR_CODES:
+        if isinstance(exc, cls):
+            return code
+    return "internal_error"
+
+
+def worker_id(task_id: str | None) -> str:
+    """Who holds a lease: host, process and delivery."""
+    return f"{socket.gethostname()}:{os.getpid()}:{task_id or 'local'}"
+
+
+# --- validate_upload ----------------------------------------------------------
+
+
+@app.task(name="bottlelens.validate_upload")
+def validate_upload(kind: Kind, object_id: str) -> str:
+    """Run the intake checks of an upload; mark it ``ready`` or ``rejected``."""
+    if kind not in ("model", "dataset"):
+        raise ValueError(f"kind must be model or dataset, not {kind!r}")
+    with session_scope() as session:
+        job = store.get_upload_for_validation(session, kind, object_id)
+    if job is None:
+        return "skipped"
+    try:
+        info = _check_model(job) if job.kind == "model" else _check_dataset(job)
+    except Exception as exc:
+        # Anything unexpected rejects too: an upload must not stay validating.
+        code, message = _failure(exc)
+        error = {"code": code, "message": message}
+        with session_scope() as session:
+            store.mark_upload(session, kind, object_id, status="rejected", error=error)
+        if code == "internal_error":
+            raise
+        return "rejected"
+    with session_scope() as session:
+        store.mark_upload(session, kind, object_id, status="ready", info=info)
+    return "ready"
+
+
+def _check_model(job: UploadJob) -> dict[str, Any]:
+    if job.path is None or job.architecture is None:
+        raise InvalidInputError("the model upload has no file or no architecture")
+    model, ckpt = load_model(
+        job.architecture,
+        job.architecture_config or {},
+        job.path,
+        max_bytes=_max_bytes(),
+    )
+    return {
+        "checkpoint_format": ckpt.format,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "nonfinite": ckpt.nonfinite,
+    }
+
+
+def _check_dataset(job: UploadJob) -> dict[str, Any]:
+    ds = open_dataset(job.path, job.spec, job.format)
+    return {
+        "n_samples": len(ds.x),
+        "sample_shape": list(ds.x.shape[1:]),
+        "dtype": str(ds.x.dtype).removeprefix("torch."),
+        "has_labels": ds.y is not None,
+        "sha256": ds.sha256,  # kept for built-ins, which have no file hash
+    }
+
+
+def _max_bytes() -> int:
+    return get_settings().max_upload_bytes
+
+
+def open_dataset(path: str | None, spec: str | None, fmt: str) -> Dataset:
+    """Load a stored dataset file (it has no suffix: give it its format's) or a spec.
+
+    A stored file's ``spec`` in the result is ``sha256:<hash>``, which says what was
+    analysed without naming a path inside the server.
+    """
+    if path is None:
+        if spec is None:
+            raise InvalidInputError("the dataset has neither a file nor a spec")
+        return load_dataset(spec)
+    with tempfile.TemporaryDirectory(prefix="bottlelens-") as tmp:
+        link = Path(tmp) / f"dataset.{fmt}"
+        link.symlink_to(path)
+        ds = load_dataset(str(link), max_bytes=_max_bytes())
+    ds.spec = f"sha256:{ds.sha256}"
+    ds.name = f"dataset.{fmt}"
+    return ds
+
+
+# --- run_analysis -------------------------------------------------------------
+
+
+@app.task(name="bottlelens.run_analysis", bind=True)
+def run_analysis(self: Any, analysis_id: str) -> str:
+    """Claim the analysis, run ``analysis.analyse`` under a lease, save the result."""
+    settings = get_settings()
+    holder = worker_id(self.request.id)
+    with session_scope() as session:
+        job = store.claim_analysis(
+            session,
+            analysis_id,
+            holder,
+            lease_s=settings.lease_s,
+            max_attempts=settings.max_attempts,
+        )
+    if job is None:
+        return "skipped"
+    log.info("analysis %s: attempt %d by %s", analysis_id, job.attempt, holder)
+    try:
+        with Lease(analysis_id, holder, settings.lease_s) as lease:
+            result = run_job(job.model, job.dataset, job.config, progress=lease.report)
+            lease.check()
+        with session_scope() as session:
+            saved = store.save_results(session, analysis_id, holder, result)
+    except AnalysisStopped:
+        log.info("analysis %s: stopped (cancelled or lease lost)", analysis_id)
+        return "stopped"
+    except Exception as exc:
+        # A failure is recorded, never retried: the same inputs fail the same way.
+        code, message = _failure(exc)
+        with session_scope() as session:
+            store.fail_analysis(session, analysis_id, code=code, message=message)
+        if code == "internal_error":
+            raise
+        return "failed"
+    finally:
+        _release_gpu_memory()
+    return "succeeded" if saved else "skipped"
+
+
+def run_job(
+    model_ref: ModelRef,
+    dataset_ref: DatasetRef,
+    config: dict[str, Any],
+    *,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Load the model and dataset of a job and analyse; the result's JSON form."""
+    cfg = dict(config)
+    device = cfg.pop("device", "auto")
+    model, ckpt = load_model(
+        model_ref.architecture,
+        model_ref.architecture_config,
+        model_ref.path,
+        max_bytes=_max_bytes(),
+    )
+    dataset = open_dataset(dataset_ref.path, dataset_ref.spec, dataset_ref.format)
+    model_info = {
+        "architecture": model_ref.architecture,
+        "architecture_config": model_ref.architecture_config,
+        "sha256": ckpt.sha256,
+        "format": ckpt.format,
+        "size": ckpt.size,
+        "file": model_ref.filename,
+    }
+    result = analyse(
+        model, dataset, cfg, device=device, model_info=model_info, progress=progress
+    )
+    return result.to_dict()
+
+
+def _failure(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        limit = get_settings().task_time_limit_s
+        return "time_limit", (
+            f"the analysis ran past the time limit of about {limit} s; analyse fewer "
+            "samples or layers, or ask for a longer BOTTLELENS_TASK_TIME_LIMIT_S"
+        )
+    if _out_of_memory(exc):
+        return "out_of_memory", (
+            f"the analysis ran out of memory ({exc}); lower samples, batch_size or "
+            "budget in the config"
+        )
+    code = error_code(exc)
+    if code == "internal_error":
+        log.exception("analysis failed unexpectedly")
+        return code, f"an unexpected error in the worker: {type(exc).__name__}: {exc}"
+    return code, str(exc)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError | torch.cuda.OutOfMemoryError)
+
+
+def _release_gpu_memory() -> None:
+    """Give the cached blocks back: the next task may be another process's."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- reconcile ----------------------------------------------------------------
+
+
+@app.task(name="bottlelens.reconcile")
+def reconcile() -> int:
+    """Re-enqueue analyses left queued (message lost) or running (lease expired)."""
+    return reconcile_now()
+
+
+def reconcile_now() -> int:
+    settings = get_settings()
+    with session_scope() as session:
+        todo = store.analyses_to_reconcile(
+            session, now=datetime.now(UTC), queued_grace_s=settings.queued_grace_s
+        )
+    for analysis_id, queue in todo:
+        run_analysis.apply_async((analysis_id,), queue=queue)
+    if todo:
+        log.info("reconcile: re-enqueued %d analyses", len(todo))
+    return len(todo)
