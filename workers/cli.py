@@ -135,7 +135,7 @@ def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
         console.print(f"result written to {out}")
     if plot is None:
         return
-    drawn = [plot_profile(data, plot)]
+    drawn: list[Path | None] = [plot_profile(data, plot)]
     drawn.append(plot_information_plane(data, plot.with_suffix(".information.png")))
     if data["similarity"] and data["similarity"]["matrix"]:
         import torch
