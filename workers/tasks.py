@@ -166,7 +166,13 @@ def run_analysis(self: Any, analysis_id: str) -> str:
     log.info("analysis %s: attempt %d by %s", analysis_id, job.attempt, holder)
     try:
         with Lease(analysis_id, holder, settings.lease_s) as lease:
-            result = run_job(job.model, job.dataset, job.config, progress=lease.report)
+            result = run_job(
+                job.model,
+                job.dataset,
+                job.config,
+                progress=lease.report,
+                artifacts_dir=get_settings().storage_dir / "artifacts" / analysis_id,
+            )
             lease.check()
         with session_scope() as session:
             saved = store.save_results(session, analysis_id, holder, result)
@@ -192,10 +198,13 @@ def run_job(
     config: dict[str, Any],
     *,
     progress: Any = None,
+    artifacts_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Load the model and dataset of a job and analyse; the result's JSON form."""
-    cfg = dict(config)
-    device = cfg.pop("device", "auto")
+    """Load the model and dataset of a job and analyse; the result's JSON form.
+
+    ``artifacts_dir`` receives attribution maps when the config asks for them (the
+    result holds paths relative to it).
+    """
     model, ckpt = load_model(
         model_ref.architecture,
         model_ref.architecture_config,
@@ -212,7 +221,12 @@ def run_job(
         "file": model_ref.filename,
     }
     result = analyse(
-        model, dataset, cfg, device=device, model_info=model_info, progress=progress
+        model,
+        dataset,
+        config,
+        model_info=model_info,
+        progress=progress,
+        artifacts_dir=artifacts_dir,
     )
     return result.to_dict()
 

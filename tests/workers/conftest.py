@@ -359,8 +359,6 @@ def expected_result(
     them (a stored dataset is named by its hash, not by a server path)."""
     from analysis import analyse, load_dataset, load_model
 
-    cfg = dict(config)
-    device = cfg.pop("device", "auto")
     model, ckpt = load_model("mlp", MLP_CONFIG, inputs.weights)
     ds = load_dataset(str(inputs.data))
     ds.spec, ds.name = f"sha256:{ds.sha256}", dataset_name
@@ -372,7 +370,7 @@ def expected_result(
         "size": ckpt.size,
         "file": inputs.weights.name,
     }
-    return analyse(model, ds, cfg, device=device, model_info=info).to_dict()
+    return analyse(model, ds, config, model_info=info).to_dict()
 
 
 def without_timing(result: dict[str, Any]) -> dict[str, Any]:

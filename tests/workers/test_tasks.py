@@ -230,3 +230,36 @@ def test_each_queue_is_bound_to_its_own_exchange() -> None:
     assert ROUTES["bottlelens.validate_upload"]["queue"] == "cpu"
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_run_job_writes_attribution_maps_into_the_artifacts_dir(tmp_path) -> None:
+    """Metrics added to the library reach the worker without worker changes: the
+    attribution family gets the artifacts directory the task passes."""
+    from analysis.demo import train_demo_model
+    from service.schemas import DatasetRef, ModelRef
+    from workers.tasks import run_job
+
+    demo = train_demo_model(tmp_path / "demo", epochs=5, seed=0)
+    model = ModelRef(
+        path=str(demo.weights),
+        architecture=demo.architecture,
+        architecture_config=demo.config,
+        format="safetensors",
+        sha256="0" * 64,
+        filename=demo.weights.name,
+    )
+    data = DatasetRef(path=None, spec="sklearn:digits", format="builtin", sha256=None)
+    config = {
+        "samples": 80,
+        "device": "cpu",
+        "metrics": ["id", "attribution", "cka"],
+        "id_methods": ["twonn"],
+        "attribution_maps": 2,
+        "attribution_steps": 8,
+    }
+    result = run_job(model, data, config, artifacts_dir=tmp_path / "art")
+    (entry,) = result["attribution"]
+    assert entry["error"] is None
+    assert all((tmp_path / "art" / f).is_file() for f in entry["files"]["png"])
+    assert result["similarity"]["matrix"] is not None
+    assert result["config"]["device"] == "cpu"
