@@ -26,6 +26,8 @@ from rich.console import Console
 from workers.embedded import DEFAULT_TEAM, EMBEDDED_DIR, die_with_parent
 
 DEMO_SEED = 0
+# Everything but attribution, whose maps stay on the worker's disk (no route yet).
+QUICKSTART_METRICS = ("id", "mi", "probe", "cka")
 
 
 class QuickstartError(RuntimeError):
@@ -37,7 +39,7 @@ def run_quickstart(
 ) -> dict[str, Any]:
     """Run the walk-through; returns the result document it fetched."""
     from analysis.demo import train_demo_model
-    from analysis.report import bottleneck_table, layer_table
+    from analysis.report import bottleneck_table, information_table, layer_table
 
     root = EMBEDDED_DIR.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,11 @@ def run_quickstart(
                 json={
                     "model_id": model["id"],
                     "dataset_id": dataset["id"],
-                    "config": {"samples": samples, "seed": DEMO_SEED},
+                    "config": {
+                        "samples": samples,
+                        "seed": DEMO_SEED,
+                        "metrics": list(QUICKSTART_METRICS),
+                    },
                 },
             )
             done = api.follow(analysis["id"], console, timeout_s)
@@ -77,6 +83,9 @@ def run_quickstart(
     console.print(layer_table(result, title="per-layer intrinsic dimension"))
     if result["bottlenecks"]:
         console.print(bottleneck_table(result))
+    information = information_table(result)
+    if information is not None:
+        console.print(information)
     url = f"{base}/v1/analyses/{analysis['id']}"
     console.print(
         f"\nStart the service again with `bottlelens serve --embedded --port {port}`"
