@@ -4,6 +4,7 @@ public through ``analysis.intrinsic_dimension``)."""
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -45,8 +46,9 @@ def covariance_eigenvalues(X: torch.Tensor) -> torch.Tensor:
 
 
 class _LinearEstimator(SubsampledEstimator):
+    @abstractmethod
     def _from_eigenvalues(self, lam: torch.Tensor) -> tuple[float, str | None]:
-        raise NotImplementedError
+        """Supplied by each concrete estimator."""
 
     def _check_params(self) -> None:
         self._check_subsampling()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
@@ -111,7 +112,7 @@ def jackknife_interval(
     return theta_hat - half, theta_hat + half, se
 
 
-class SubsampledEstimator:
+class SubsampledEstimator(ABC):
     """Base of the ID estimators: parameters, their checks, and the interval.
 
     Subclasses store ``n_subsamples``, ``subsample_fraction``, ``ci_level`` and
@@ -127,8 +128,9 @@ class SubsampledEstimator:
     n_samples_: int
     n_duplicates_: int
 
+    @abstractmethod
     def fit(self, X: Any) -> SubsampledEstimator:
-        raise NotImplementedError
+        """Supplied by each concrete estimator."""
 
     def get_params(self) -> dict[str, Any]:
         """The constructor's parameters and their values (scikit-learn style)."""

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import abstractmethod
 from typing import Any
 
 import torch
@@ -75,14 +76,17 @@ def _too_few(name: str, n_min: int, N: int) -> DataError:
 class _KNNEstimator(SubsampledEstimator):
     """Shared ``fit`` of TwoNN and MLE: kNN once, duplicates out, estimate, CI."""
 
+    @abstractmethod
     def _n_neighbors(self) -> int:
-        raise NotImplementedError
+        """Supplied by each concrete estimator."""
 
+    @abstractmethod
     def _min_samples(self) -> int:
-        raise NotImplementedError
+        """Supplied by each concrete estimator."""
 
+    @abstractmethod
     def _estimate(self, dist: torch.Tensor, store: bool) -> tuple[float, str | None]:
-        raise NotImplementedError
+        """Supplied by each concrete estimator."""
 
     def _check_params(self) -> None:
         self._check_subsampling()
