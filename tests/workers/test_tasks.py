@@ -55,6 +55,39 @@ def test_validate_upload_rejects_with_the_library_message(make_stack, tmp_path) 
     assert "'oops' is not a number" in dataset["error"]["message"]
 
 
+class _Payload:
+    """Unpickling this would create a file: the marker of code execution."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_zip_checkpoint_with_a_pickle_payload_is_rejected_never_run(
+    make_stack, tmp_path
+) -> None:
+    """torch.save of an object whose unpickling opens a file: a zip the API cannot
+    judge without torch, so the worker's weights_only load refuses it."""
+    import torch
+
+    from workers.tasks import validate_upload
+
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "model.pt"
+    torch.save({"fc0.weight": _Payload(str(marker))}, bad)
+    assert not marker.exists()
+    stack = make_stack(db="sqlite", broker="sqlite")
+    model_id = stack.upload_model(bad)
+    assert validate_upload.apply(args=("model", model_id)).get() == "rejected"
+    model = stack.get(f"/v1/models/{model_id}")
+    assert model["status"] == "rejected"
+    assert model["error"]["code"] == "unsafe_file"
+    assert "state_dict" in model["error"]["message"]
+    assert not marker.exists()
+
+
 def test_run_analysis_twice_saves_one_result_set(make_stack, inputs) -> None:
     from workers.tasks import run_analysis
 
