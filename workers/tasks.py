@@ -1,14 +1,16 @@
 """The Celery tasks: ids come in, one analysis call is made, rows go out.
 
 Every task is idempotent. A task reads its job from the store and does nothing when
-the job is gone, finished, or held by another worker's live lease, so a message
-delivered twice (Redis after a visibility timeout, the reconciler, a user retry) runs
-the work at most once at a time and saves one result set.
+the job is gone or finished; one held by another worker's live lease is retried when
+that lease would end (its worker may have been killed). So a message delivered twice
+(Redis after a visibility timeout, the reconciler, a user retry) runs the work at
+most once at a time and saves one result set.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import tempfile
@@ -40,6 +42,10 @@ from workers.lease import AnalysisStopped, Lease
 
 log = logging.getLogger(__name__)
 Kind = Literal["model", "dataset"]
+# How often a delivery that met another worker's live lease comes back when the
+# lease would have run out: once suffices when that worker died; a live one keeps
+# renewing, and the reconciler covers whatever is left after the last try.
+LEASE_RETRIES = 3
 
 # Stable machine-readable codes of the failures a user can act on (most specific
 # class first); the service's own codes (invalid_input, unsafe_file, too_large) agree.
@@ -162,7 +168,11 @@ def run_analysis(self: Any, analysis_id: str) -> str:
             max_attempts=settings.max_attempts,
         )
     if job is None:
-        return "skipped"
+        countdown = lease_retry_countdown(analysis_id, self.request.retries)
+        if countdown is None:
+            return "skipped"
+        log.info("analysis %s: leased elsewhere, back in %d s", analysis_id, countdown)
+        raise self.retry(countdown=countdown, max_retries=LEASE_RETRIES)
     log.info("analysis %s: attempt %d by %s", analysis_id, job.attempt, holder)
     try:
         with Lease(analysis_id, holder, settings.lease_s) as lease:
@@ -190,6 +200,21 @@ def run_analysis(self: Any, analysis_id: str) -> str:
     finally:
         _release_gpu_memory()
     return "succeeded" if saved else "skipped"
+
+
+def lease_retry_countdown(analysis_id: str, retries: int) -> int | None:
+    """Seconds to wait before this delivery tries again, or None to drop it.
+
+    A live lease of another delivery may belong to a worker that was killed (Redis
+    redelivered its task); coming back when the lease runs out picks the analysis up
+    about one lease later instead of after the reconciler's grace. A finished,
+    cancelled or unleased analysis is dropped.
+    """
+    if retries >= LEASE_RETRIES:
+        return None
+    with session_scope() as session:
+        left = store.lease_expires_in(session, analysis_id)
+    return None if left is None else max(1, math.ceil(left))
 
 
 def run_job(
@@ -265,18 +290,25 @@ def _release_gpu_memory() -> None:
 
 @app.task(name="bottlelens.reconcile")
 def reconcile() -> int:
-    """Re-enqueue analyses left queued (message lost) or running (lease expired)."""
+    """Re-enqueue analyses left queued (message lost) or running (lease expired),
+    and uploads left validating (message lost)."""
     return reconcile_now()
 
 
 def reconcile_now() -> int:
+    """Send the stuck work again; the number of messages sent."""
     settings = get_settings()
+    now, grace_s = datetime.now(UTC), settings.queued_grace_s
     with session_scope() as session:
-        todo = store.analyses_to_reconcile(
-            session, now=datetime.now(UTC), queued_grace_s=settings.queued_grace_s
-        )
+        todo = store.analyses_to_reconcile(session, now=now, queued_grace_s=grace_s)
     for analysis_id, queue in todo:
         run_analysis.apply_async((analysis_id,), queue=queue)
-    if todo:
-        log.info("reconcile: re-enqueued %d analyses", len(todo))
-    return len(todo)
+    with session_scope() as session:
+        uploads = store.uploads_to_reconcile(session, now=now, grace_s=grace_s)
+    for kind, object_id in uploads:
+        validate_upload.apply_async((kind, object_id), queue="cpu")
+    if todo or uploads:
+        log.info(
+            "reconcile: re-enqueued %d analyses, %d uploads", len(todo), len(uploads)
+        )
+    return len(todo) + len(uploads)

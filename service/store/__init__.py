@@ -31,6 +31,7 @@ from service.store.jobs import (
     claim_analysis,
     fail_analysis,
     heartbeat,
+    lease_expires_in,
     save_results,
 )
 from service.store.teams import (
@@ -50,6 +51,7 @@ from service.store.uploads import (
     list_datasets,
     list_models,
     mark_upload,
+    uploads_to_reconcile,
 )
 
 __all__ = [
@@ -75,6 +77,7 @@ __all__ = [
     "get_upload_for_validation",
     "heartbeat",
     "layer_metric_across_analyses",
+    "lease_expires_in",
     "list_analyses",
     "list_datasets",
     "list_models",
@@ -82,4 +85,5 @@ __all__ = [
     "ping",
     "revoke_api_key",
     "save_results",
+    "uploads_to_reconcile",
 ]

@@ -120,6 +120,22 @@ def claim_analysis(
     )
 
 
+def lease_expires_in(
+    session: Session, analysis_id: str, *, now: datetime | None = None
+) -> float | None:
+    """Seconds until the live lease of a running analysis runs out; None when it is
+    not running under a live lease (gone, queued, finished, cancelled, expired)."""
+    now = now or utcnow()
+    expires = session.scalar(
+        select(AnalysisRow.lease_expires_at).where(
+            AnalysisRow.id == analysis_id, AnalysisRow.status == "running"
+        )
+    )
+    if expires is None or expires <= now:
+        return None
+    return (expires - now).total_seconds()
+
+
 def heartbeat(
     session: Session,
     analysis_id: str,

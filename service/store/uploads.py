@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -39,6 +41,8 @@ from service.store._common import (
     _page,
     _sha256_in_use,
 )
+
+_U = TypeVar("_U", ModelRow, DatasetRow)
 
 # --- models and datasets ------------------------------------------------------
 
@@ -223,3 +227,34 @@ def mark_upload(
         row.error_code = row.error_message = None
     row.info = json_ready(info) or None
     session.flush()
+
+
+def uploads_to_reconcile(
+    session: Session, *, now: datetime, grace_s: float, limit: int = 500
+) -> list[tuple[Kind, str]]:
+    """``(kind, id)`` of uploads to validate again: still ``validating`` and not
+    touched for ``grace_s`` (the message was lost, or the API died before sending
+    it). Each is stamped (``updated_at``) as sent now, so the next pass within the
+    grace skips it."""
+    begin_write(session)
+    cutoff = now - timedelta(seconds=grace_s)
+    models = _stale(session, ModelRow, cutoff, limit)
+    datasets = _stale(session, DatasetRow, cutoff, limit - len(models))
+    for model in models:
+        model.updated_at = now
+    for dataset in datasets:
+        dataset.updated_at = now
+    session.flush()
+    return [("model", m.id) for m in models] + [("dataset", d.id) for d in datasets]
+
+
+def _stale(
+    session: Session, table: type[_U], cutoff: datetime, limit: int
+) -> Sequence[_U]:
+    return session.scalars(
+        select(table)
+        .where(table.status == "validating", table.updated_at <= cutoff)
+        .order_by(table.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()

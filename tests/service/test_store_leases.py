@@ -336,3 +336,59 @@ def test_sqlite_connections_wait_and_write_immediately(sqlite_url: str) -> None:
     with session_scope(engine) as s, pytest.raises(RuntimeError, match="first"):
         s.execute(text("SELECT 1"))
         store.revoke_api_key(s, "0" * 16)
+
+
+def test_lease_expires_in_only_under_a_live_lease(engine: Engine, team: Team) -> None:
+    analysis_id = _queued(engine, team)
+    t0 = utcnow()
+    with session_scope(engine) as s:
+        assert store.lease_expires_in(s, analysis_id, now=t0) is None  # queued
+    _claim(engine, analysis_id, "w1", lease_s=30, now=t0)
+    with session_scope(engine) as s:
+        left = store.lease_expires_in(s, analysis_id, now=t0 + timedelta(seconds=10))
+        expired = store.lease_expires_in(s, analysis_id, now=t0 + timedelta(seconds=30))
+        assert store.lease_expires_in(s, "0" * 32, now=t0) is None  # gone
+    assert left == pytest.approx(20.0, abs=1e-3) and expired is None
+    with session_scope(engine) as s:
+        store.cancel_analysis(s, team.id, analysis_id)
+    with session_scope(engine) as s:
+        assert store.lease_expires_in(s, analysis_id, now=t0) is None  # cancelled
+
+
+def test_uploads_left_validating_are_reconciled_once_per_grace(
+    engine: Engine, team: Team
+) -> None:
+    with session_scope(engine) as s:
+        model = store.create_model(
+            s,
+            team.id,
+            sha256="cd" * 32,
+            size=10,
+            format="safetensors",
+            architecture="mlp",
+            architecture_config={"widths": [4]},
+            filename="m.st",
+        )
+        dataset = store.create_dataset(s, team.id, format="builtin", spec="x:y")
+        done = store.create_dataset(s, team.id, format="builtin", spec="x:z")
+    with session_scope(engine) as s:
+        store.mark_upload(s, "dataset", done.id, status="ready")
+    t0 = utcnow()
+    later = t0 + timedelta(seconds=100)
+    with session_scope(engine) as s:
+        assert store.uploads_to_reconcile(s, now=t0, grace_s=60) == []
+    with session_scope(engine) as s:
+        assert store.uploads_to_reconcile(s, now=later, grace_s=60) == [
+            ("model", model.id),
+            ("dataset", dataset.id),
+        ]
+    with session_scope(engine) as s:  # stamped: not again within the grace
+        assert store.uploads_to_reconcile(s, now=later, grace_s=60) == []
+    with session_scope(engine) as s:
+        store.mark_upload(s, "model", model.id, status="ready")
+    with session_scope(engine) as s:  # validated meanwhile: only the dataset is left
+        assert store.uploads_to_reconcile(
+            s, now=later + timedelta(seconds=61), grace_s=60, limit=5
+        ) == [("dataset", dataset.id)]
+    with session_scope(engine) as s:
+        assert store.get_upload_for_validation(s, "model", model.id) is None

@@ -213,6 +213,65 @@ def test_reconcile_sends_stuck_analyses_again(make_stack, inputs, monkeypatch) -
     assert todo == []
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_reconcile_sends_uploads_left_validating_again(
+    make_stack, inputs, monkeypatch, db
+) -> None:
+    from workers import tasks
+
+    sent: list[tuple[tuple[str, ...], str]] = []
+    monkeypatch.setattr(
+        tasks.validate_upload,
+        "apply_async",
+        lambda args, queue: sent.append((tuple(args), queue)),
+    )
+    stack = make_stack(db=db, broker="sqlite", queued_grace_s=1)
+    model_id = stack.upload_model(inputs.weights)  # no worker: its message is lost
+    assert tasks.reconcile_now() == 0  # within the grace
+    time.sleep(1.1)
+    assert tasks.reconcile_now() == 1
+    assert sent == [(("model", model_id), "cpu")]
+    assert tasks.reconcile_now() == 0  # stamped: not again within the grace
+    assert tasks.validate_upload(*sent[0][0]) == "ready"
+    assert tasks.validate_upload("model", model_id) == "skipped"  # delivered twice
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_a_delivery_meeting_a_live_lease_comes_back_when_it_ends(
+    make_stack, inputs, monkeypatch, db
+) -> None:
+    from celery.exceptions import Retry
+
+    from service import store
+    from service.db import session_scope
+    from workers import tasks
+
+    retries: list[dict] = []
+
+    def retry(**options) -> Retry:
+        retries.append(options)
+        return Retry("back later")
+
+    monkeypatch.setattr(tasks.run_analysis, "retry", retry)
+    stack = make_stack(db=db, broker="sqlite")
+    model_id, dataset_id = _ready_inputs(stack, inputs)
+    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    with session_scope() as session:  # a worker that was then killed
+        assert store.claim_analysis(
+            session, analysis_id, "killed", lease_s=30, max_attempts=3
+        )
+    with pytest.raises(Retry):
+        tasks.run_analysis(analysis_id)
+    assert len(retries) == 1
+    assert 29 <= retries[0]["countdown"] <= 30
+    assert retries[0]["max_retries"] == tasks.LEASE_RETRIES
+    assert tasks.lease_retry_countdown(analysis_id, tasks.LEASE_RETRIES) is None
+    r = stack.http.post(f"/v1/analyses/{analysis_id}/cancel", headers=stack.headers)
+    assert r.status_code == 200, r.text
+    assert tasks.run_analysis(analysis_id) == "skipped"  # cancelled: dropped
+    assert len(retries) == 1
+
+
 def test_time_limit_at_or_above_visibility_timeout_is_refused_at_start(
     tmp_path,
 ) -> None:
