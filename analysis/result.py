@@ -71,9 +71,10 @@ class AnalysisResult:
                 "config": self.config.to_dict(),
                 "layers": [asdict(layer) for layer in self.layers],
                 "bottlenecks": [asdict(b) for b in self.bottlenecks],
+                "provenance": self.provenance,
+                # Sections of later metric families come after the core ones.
                 "similarity": self.similarity,
                 "attribution": self.attribution,
-                "provenance": self.provenance,
             }
         )
 

@@ -47,6 +47,34 @@ def object_path(storage_dir: Path | str, sha256: str) -> Path:
     return Path(storage_dir).resolve() / "objects" / sha256[:2] / sha256
 
 
+_ANALYSIS_ID = re.compile(r"[0-9a-f]{32}")
+# Names the attribution writer produces: sanitised layer names plus a suffix.
+_ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+
+
+def artifacts_dir(storage_dir: Path | str, analysis_id: str) -> Path:
+    """``storage_dir/artifacts/<analysis id>``: where a worker writes the maps of one
+    analysis (attribution ``.npy`` and ``.png``); the id is the only input."""
+    if not _ANALYSIS_ID.fullmatch(analysis_id):
+        raise ValueError(f"not an analysis id: {analysis_id!r}")
+    return Path(storage_dir).resolve() / "artifacts" / analysis_id
+
+
+def artifact_file(storage_dir: Path | str, analysis_id: str, name: str) -> Path | None:
+    """The regular file ``name`` among an analysis's artifacts, or None.
+
+    ``name`` must look like a file the worker writes (no separators, no ``..``);
+    a link or anything that resolves outside the analysis's directory is None.
+    """
+    if not _ARTIFACT_NAME.fullmatch(name) or ".." in name:
+        return None
+    folder = artifacts_dir(storage_dir, analysis_id)
+    path = folder / name
+    if path.is_symlink() or not path.is_file() or path.resolve().parent != folder:
+        return None
+    return path
+
+
 def display_name(raw: str | None) -> str | None:
     """The last path component of a client filename, for display only."""
     if not raw:

@@ -26,8 +26,7 @@ from rich.console import Console
 from workers.embedded import DEFAULT_TEAM, EMBEDDED_DIR, die_with_parent
 
 DEMO_SEED = 0
-# Everything but attribution, whose maps stay on the worker's disk (no route yet).
-QUICKSTART_METRICS = ("id", "mi", "probe", "cka")
+QUICKSTART_METRICS = ("id", "mi", "probe", "cka", "attribution")
 
 
 class QuickstartError(RuntimeError):
@@ -39,7 +38,12 @@ def run_quickstart(
 ) -> dict[str, Any]:
     """Run the walk-through; returns the result document it fetched."""
     from analysis.demo import train_demo_model
-    from analysis.report import bottleneck_table, information_table, layer_table
+    from analysis.report import (
+        attribution_table,
+        bottleneck_table,
+        information_table,
+        layer_table,
+    )
 
     root = EMBEDDED_DIR.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -83,9 +87,9 @@ def run_quickstart(
     console.print(layer_table(result, title="per-layer intrinsic dimension"))
     if result["bottlenecks"]:
         console.print(bottleneck_table(result))
-    information = information_table(result)
-    if information is not None:
-        console.print(information)
+    for table in (information_table(result), attribution_table(result)):
+        if table is not None:
+            console.print(table)
     url = f"{base}/v1/analyses/{analysis['id']}"
     console.print(
         f"\nStart the service again with `bottlelens serve --embedded --port {port}`"
@@ -93,7 +97,12 @@ def run_quickstart(
         f"  {base}/v1/docs  the API, to try out\n"
         f"  {url}  status and progress\n"
         f"  {url}/results  the whole result\n"
-        f"  {url}/layers  per-layer rows",
+        f"  {url}/layers  per-layer rows"
+        + "".join(
+            f"\n  {url}/artifacts/{png}  attribution maps at {entry['layer']}"
+            for entry in result.get("attribution") or []
+            for png in entry["files"]["png"]
+        ),
         highlight=False,
         soft_wrap=True,
     )

@@ -37,6 +37,7 @@ from service import store
 from service.db import session_scope
 from service.schemas import DatasetRef, ModelRef, UploadJob
 from service.settings import get_settings
+from service.storage import artifacts_dir
 from workers.celery_app import app
 from workers.lease import AnalysisStopped, Lease
 
@@ -181,7 +182,7 @@ def run_analysis(self: Any, analysis_id: str) -> str:
                 job.dataset,
                 job.config,
                 progress=lease.report,
-                artifacts_dir=get_settings().storage_dir / "artifacts" / analysis_id,
+                artifacts_dir=artifacts_dir(get_settings().storage_dir, analysis_id),
             )
             lease.check()
         with session_scope() as session:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from service import store
-from service.errors import Unavailable
+from service.errors import NotFound, Unavailable
 from service.routes.deps import (
     IdFilter,
     Limit,
@@ -15,6 +15,7 @@ from service.routes.deps import (
     ReadKey,
     SessionDep,
     SettingsDep,
+    StorageDep,
     SubmitKey,
 )
 from service.schemas import (
@@ -25,6 +26,7 @@ from service.schemas import (
     BottlenecksPublic,
     LayersPublic,
 )
+from service.storage import artifact_file
 
 router = APIRouter(prefix="/analyses", tags=["analyses"])
 
@@ -104,6 +106,26 @@ def get_bottlenecks(
     """The bottlenecks found in the width profile."""
     found = store.get_bottlenecks(session, key.team_id, analysis_id)
     return BottlenecksPublic.model_validate({"data": found, "count": len(found)})
+
+
+@router.get(
+    "/{analysis_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={200: {"description": "A .png or .npy file named in the result."}},
+)
+def get_artifact(
+    analysis_id: str, name: str, key: ReadKey, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """One attribution map (``.png`` or ``.npy``) listed in the result's files."""
+    store.finished_analysis(session, key.team_id, analysis_id)
+    path = artifact_file(storage.root, analysis_id, name)
+    if path is None:
+        raise NotFound(
+            f"analysis {analysis_id} has no artifact {name[:64]!r}; the names are "
+            "in the result's attribution[*].files"
+        )
+    media = "image/png" if path.suffix == ".png" else "application/octet-stream"
+    return FileResponse(path, media_type=media, filename=path.name)
 
 
 @router.post("/{analysis_id}/cancel")

@@ -147,6 +147,13 @@ def cancel_analysis(session: Session, team_id: str, analysis_id: str) -> Analysi
     return _analysis_public(row)
 
 
+def finished_analysis(
+    session: Session, team_id: str, analysis_id: str
+) -> AnalysisPublic:
+    """The team's analysis once it succeeded; NotFound or Conflict otherwise."""
+    return _analysis_public(_finished(session, team_id, analysis_id))
+
+
 def get_results(session: Session, team_id: str, analysis_id: str) -> dict[str, Any]:
     """The whole result document, equal to the ``AnalysisResult.to_dict()`` saved."""
     row = _finished(session, team_id, analysis_id)

@@ -257,3 +257,41 @@ def test_deleting_inputs_keeps_finished_analyses(
     assert kept["model_id"] is None and kept["dataset_id"] is None
     results = client.get(f"/v1/analyses/{running}/results", headers=admin)
     assert results.json() == demo_result
+
+
+def test_artifacts_are_served_by_name_and_never_outside_their_folder(
+    client: TestClient,
+    engine: Engine,
+    team: Team,
+    demo_result: dict,
+    settings: Settings,
+    tmp_path,
+) -> None:
+    from service.storage import artifacts_dir
+
+    model, dataset = ready_model_and_dataset(client, engine, team)
+    analysis_id = _submit(client, team, model, dataset).json()["id"]
+    read = team.headers("read")
+    url = f"/v1/analyses/{analysis_id}/artifacts"
+    assert client.get(f"{url}/fc2.png", headers=read).status_code == 409  # not done
+    _finish(engine, analysis_id, demo_result)
+    folder = artifacts_dir(settings.storage_dir, analysis_id)
+    folder.mkdir(parents=True)
+    (folder / "fc2.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    (folder / "link.png").symlink_to(secret)
+    r = client.get(f"{url}/fc2.png", headers=read)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == b"\x89PNG\r\n\x1a\nfake"
+    for name in (
+        "link.png",
+        "missing.npy",
+        "..%2fsecret.txt",
+        "%2e%2e%2fx",
+        ".hidden",
+        "a..png",
+    ):
+        r = client.get(f"{url}/{name}", headers=read)
+        assert r.status_code == 404, name
+        assert "not yours" not in r.text

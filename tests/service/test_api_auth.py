@@ -28,6 +28,7 @@ ROUTES = [
     ("GET", "/v1/analyses/{analysis}/results", "read"),
     ("GET", "/v1/analyses/{analysis}/layers", "read"),
     ("GET", "/v1/analyses/{analysis}/bottlenecks", "read"),
+    ("GET", "/v1/analyses/{analysis}/artifacts/fc2.png", "read"),
     ("POST", "/v1/analyses/{analysis}/cancel", "submit"),
 ]
 ROUTE_IDS = [f"{m} {p}" for m, p, _ in ROUTES]
@@ -68,7 +69,8 @@ def test_the_table_covers_every_route(client: TestClient) -> None:
             m,
             p.replace("{model}", "{model_id}")
             .replace("{dataset}", "{dataset_id}")
-            .replace("{analysis}", "{analysis_id}"),
+            .replace("{analysis}", "{analysis_id}")
+            .replace("fc2.png", "{name}"),
         )
         for m, p, _ in ROUTES
     }

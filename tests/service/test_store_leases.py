@@ -277,7 +277,7 @@ def test_malformed_or_non_finite_results(
     assert got["layers"][0]["metrics"][1]["params"]["scale"] is None
     assert got["similarity"] == {"cka": [[1.0, None]]}
     assert got["layers"][1]["mi_input"] == 0.5
-    assert list(got)[-1] == "similarity"
+    assert list(got)[-2:] == ["similarity", "attribution"]
 
 
 def test_fail_analysis_and_reconcile_queued(engine: Engine, team: Team) -> None:
