@@ -226,10 +226,12 @@ def select_layers(
 
     ``"all"``: every module call. ``"auto"``: the bottlenecks, plus every call of a
     module that is a direct child of the model or of a container (``Sequential``,
-    ``ModuleList``, ``ModuleDict``): the stages and blocks a reader names, not their
-    insides; containers themselves (their output is their last child's) and
-    pass-through layers (normalisation, dropout, identity) are left out. Otherwise a
-    comma-separated list of fnmatch globs; a glob matching nothing is an error.
+    ``ModuleList``, ``ModuleDict``) reached from the model through containers only:
+    the stages and blocks a reader names, not their insides (a block's own
+    ``downsample`` Sequential does not count); containers themselves (their output
+    is their last child's) and pass-through layers (normalisation, dropout,
+    identity) are left out. Otherwise a comma-separated list of fnmatch globs; a
+    glob matching nothing is an error.
     """
     if spec == "all":
         return [layer.name for layer in layers]
@@ -238,8 +240,7 @@ def select_layers(
         chosen = []
         for layer in layers:
             module = modules.get(layer.name.split("#")[0])
-            parent = modules.get(layer.parent)
-            outline = parent is model or isinstance(parent, _CONTAINERS)
+            outline = _in_outline(modules, layer.parent)
             skip = isinstance(module, _CONTAINERS + _PASS_THROUGH)
             if layer.name in bottlenecks or (outline and not skip):
                 chosen.append(layer.name)
@@ -259,6 +260,16 @@ def select_layers(
         for layer in layers
         if any(fnmatch.fnmatchcase(layer.name, g) for g in globs)
     ]
+
+
+def _in_outline(modules: dict[str, nn.Module], parent: str) -> bool:
+    """True when ``parent`` is the model, or a container whose ancestors up to the
+    model are all containers."""
+    while parent:
+        if not isinstance(modules.get(parent), _CONTAINERS):
+            return False
+        parent = parent.rpartition(".")[0]
+    return True
 
 
 def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:

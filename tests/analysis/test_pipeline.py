@@ -157,6 +157,7 @@ def test_layer_selection_auto_all_and_globs() -> None:
     assert not any(
         name.startswith("bn") or ".bn" in name for name in auto if name not in necks
     )
+    assert not any("downsample" in name for name in auto)  # inside a block
     assert select_layers(model, layers, "all", necks) == [x.name for x in layers]
     assert select_layers(model, layers, "layer1.*.conv*", necks) == [
         "layer1.0.conv1",
