@@ -21,15 +21,16 @@ COPY migrations ./migrations
 
 FROM base AS api
 # --no-deps: the package's own dependencies (torch, numpy, ...) stay out.
-RUN pip install --no-deps .
+# Editable (-e): `bottlelens db upgrade` finds alembic.ini and migrations/ beside the
+# packages, in /app.
+RUN pip install --no-deps -e .
 USER bottlelens
 EXPOSE 8000
 CMD ["uvicorn", "service.main:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker
+# PyPI's Linux wheel of torch is the CUDA build.
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
-    && pip install .
+RUN pip install "torch==${TORCH_VERSION}" && pip install -e .
 USER bottlelens
 CMD ["celery", "-A", "workers.celery_app", "worker", "-Q", "gpu,cpu", "-c", "1"]
