@@ -75,6 +75,22 @@ class Checkpoint:
     nonfinite: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
 
+    def model_info(
+        self,
+        architecture: str | None,
+        architecture_config: dict[str, Any] | None,
+        filename: str | None,
+    ) -> dict[str, Any]:
+        """What a result's ``model`` section says about where the model came from."""
+        return {
+            "architecture": architecture,
+            "architecture_config": architecture_config,
+            "sha256": self.sha256,
+            "format": self.format,
+            "size": self.size,
+            "file": filename,
+        }
+
 
 def _detect(data: bytes, suffix: str) -> str:
     if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):

@@ -14,6 +14,10 @@ from rich.table import Table
 ID_METRIC = "intrinsic_dimension"
 
 
+def _rows(layer: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:
+    return {m["estimator"]: m for m in layer["metrics"] if m["metric"] == metric}
+
+
 def id_estimators(result: dict[str, Any]) -> list[str]:
     """Estimators of intrinsic dimension present in the result, in first-seen order."""
     seen: list[str] = []
@@ -50,9 +54,7 @@ def layer_table(result: dict[str, Any], title: str | None = None) -> Table:
     for est in estimators:
         table.add_column(f"ID {est}", justify="right")
     for layer in result["layers"]:
-        by_est = {
-            m["estimator"]: m for m in layer["metrics"] if m["metric"] == ID_METRIC
-        }
+        by_est = _rows(layer, ID_METRIC)
         width = str(layer["width"])
         if layer.get("projected_to"):
             width += f" -> {layer['projected_to']}"
@@ -67,6 +69,22 @@ def layer_table(result: dict[str, Any], title: str | None = None) -> Table:
             style="bold" if layer["is_bottleneck"] else None,
         )
     return table
+
+
+def result_tables(
+    result: dict[str, Any], title: str | None = None
+) -> list[Table | str]:
+    """What a console shows of a result, in reading order: the per-layer table, the
+    bottlenecks (or a line saying there are none), information and attribution."""
+    shown: list[Table | str] = [layer_table(result, title=title)]
+    if result["bottlenecks"]:
+        shown.append(bottleneck_table(result))
+    else:
+        shown.append("no bottleneck found (no layer narrows by the factor and widens)")
+    for table in (information_table(result), attribution_table(result)):
+        if table is not None:
+            shown.append(table)
+    return shown
 
 
 def bottleneck_table(result: dict[str, Any]) -> Table:
@@ -123,14 +141,7 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
     for est in id_estimators(result):
         vals, lows, highs = [], [], []
         for layer in layers:
-            m = next(
-                (
-                    m
-                    for m in layer["metrics"]
-                    if m["metric"] == ID_METRIC and m["estimator"] == est
-                ),
-                None,
-            )
+            m = _rows(layer, ID_METRIC).get(est)
             value = None if m is None else m["value"]
             vals.append(float("nan") if value is None else value)
             lows.append(
@@ -164,10 +175,6 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _rows(layer: dict[str, Any], metric: str) -> dict[str, dict[str, Any]]:
-    return {m["estimator"]: m for m in layer["metrics"] if m["metric"] == metric}
 
 
 def information_table(result: dict[str, Any]) -> Table | None:

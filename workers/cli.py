@@ -71,14 +71,7 @@ def _run(
     for name, count in ckpt.nonfinite.items():
         err_console.print(f"[yellow]warning:[/] {name} holds {count} NaN/Inf values")
     dataset = load_dataset(data)
-    model_info = {
-        "architecture": arch,
-        "architecture_config": arch_config,
-        "sha256": ckpt.sha256,
-        "format": ckpt.format,
-        "size": ckpt.size,
-        "file": weights.name,
-    }
+    model_info = ckpt.model_info(arch, arch_config, weights.name)
     with Progress(
         TextColumn("{task.description:<8}"),
         BarColumn(),
@@ -106,14 +99,7 @@ def _run(
 
 def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
     """Tables on the console; JSON to ``out``; pictures next to ``plot``."""
-    from analysis.report import (
-        attribution_table,
-        bottleneck_table,
-        information_table,
-        layer_table,
-        plot_information_plane,
-        plot_profile,
-    )
+    from analysis.report import plot_information_plane, plot_profile, result_tables
 
     data = result.to_dict()
     title = (
@@ -122,14 +108,8 @@ def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
         f"samples, {data['provenance']['duration_s']:.1f} s on "
         f"{data['provenance']['device']}"
     )
-    console.print(layer_table(data, title=title))
-    if data["bottlenecks"]:
-        console.print(bottleneck_table(data))
-    else:
-        console.print("no bottleneck found (no layer narrows by the factor and widens)")
-    for table in (information_table(data), attribution_table(data)):
-        if table is not None:
-            console.print(table)
+    for shown in result_tables(data, title=title):
+        console.print(shown)
     if out is not None:
         result.save(out)
         console.print(f"result written to {out}")

@@ -38,12 +38,7 @@ def run_quickstart(
 ) -> dict[str, Any]:
     """Run the walk-through; returns the result document it fetched."""
     from analysis.demo import train_demo_model
-    from analysis.report import (
-        attribution_table,
-        bottleneck_table,
-        information_table,
-        layer_table,
-    )
+    from analysis.report import result_tables
 
     root = EMBEDDED_DIR.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -84,12 +79,8 @@ def run_quickstart(
                     f"(service log: {log_path})"
                 )
             result = api.get(f"/v1/analyses/{analysis['id']}/results")
-    console.print(layer_table(result, title="per-layer intrinsic dimension"))
-    if result["bottlenecks"]:
-        console.print(bottleneck_table(result))
-    for table in (information_table(result), attribution_table(result)):
-        if table is not None:
-            console.print(table)
+    for shown in result_tables(result, title="per-layer intrinsic dimension"):
+        console.print(shown)
     url = f"{base}/v1/analyses/{analysis['id']}"
     console.print(
         f"\nStart the service again with `bottlelens serve --embedded --port {port}`"

@@ -238,14 +238,9 @@ def run_job(
         max_bytes=_max_bytes(),
     )
     dataset = open_dataset(dataset_ref.path, dataset_ref.spec, dataset_ref.format)
-    model_info = {
-        "architecture": model_ref.architecture,
-        "architecture_config": model_ref.architecture_config,
-        "sha256": ckpt.sha256,
-        "format": ckpt.format,
-        "size": ckpt.size,
-        "file": model_ref.filename,
-    }
+    model_info = ckpt.model_info(
+        model_ref.architecture, model_ref.architecture_config, model_ref.filename
+    )
     result = analyse(
         model,
         dataset,

@@ -362,14 +362,7 @@ def expected_result(
     model, ckpt = load_model("mlp", MLP_CONFIG, inputs.weights)
     ds = load_dataset(str(inputs.data))
     ds.spec, ds.name = f"sha256:{ds.sha256}", dataset_name
-    info = {
-        "architecture": "mlp",
-        "architecture_config": MLP_CONFIG,
-        "sha256": ckpt.sha256,
-        "format": ckpt.format,
-        "size": ckpt.size,
-        "file": inputs.weights.name,
-    }
+    info = ckpt.model_info("mlp", MLP_CONFIG, inputs.weights.name)
     return analyse(model, ds, config, model_info=info).to_dict()
 
 
