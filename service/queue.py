@@ -13,7 +13,14 @@ from service.errors import Unavailable
 
 VALIDATE_UPLOAD = "bottlelens.validate_upload"
 RUN_ANALYSIS = "bottlelens.run_analysis"
-_RETRY = {"interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# One quick retry (a pooled connection may have gone stale), then fail: a request
+# must not hang while the broker is down (kombu's default waits seconds).
+_RETRY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 log = logging.getLogger(__name__)
 
 
@@ -24,10 +31,8 @@ class TaskQueue:
         self.broker_url = broker_url
         self.timeout_s = timeout_s
         self._celery = Celery("bottlelens-api", broker=broker_url, set_as_current=False)
-        # One quick retry (a pooled connection may have gone stale), then fail: a
-        # request must not hang while the broker is down (kombu's default waits
-        # seconds, and redis-py retries connections on its own too).
-        options: dict[str, Any] = {"max_retries": 1, **_RETRY}
+        # redis-py retries connections on its own too: bound its sockets as well.
+        options: dict[str, Any] = dict(_RETRY)
         if broker_url.startswith(("redis://", "rediss://")):
             options |= {
                 "socket_connect_timeout": timeout_s,
@@ -40,12 +45,12 @@ class TaskQueue:
             broker_transport_options=options,
             task_ignore_result=True,
         )
+        self._local_broker_dir()
 
     def send(
         self, name: str, args: list[Any], *, queue: str, task_id: str | None = None
     ) -> None:
         """Publish one task; the one place that talks to the broker to send."""
-        self._local_broker_dir()
         try:
             self._celery.send_task(
                 name,
@@ -53,7 +58,7 @@ class TaskQueue:
                 queue=queue,
                 task_id=task_id,
                 retry=True,
-                retry_policy={"max_retries": 1, **_RETRY},
+                retry_policy=_RETRY,
             )
         except Exception as exc:  # kombu wraps most, but not all, transport errors
             log.warning("could not send %s to the broker: %s", name, exc)
@@ -80,10 +85,9 @@ class TaskQueue:
         return True
 
     def ping(self) -> bool:
-        self._local_broker_dir()
         try:
             with self._celery.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=self.timeout_s, **_RETRY)
+                conn.ensure_connection(timeout=self.timeout_s, **_RETRY)
         except Exception:
             return False
         return True

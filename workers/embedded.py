@@ -21,9 +21,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.settings import EMBEDDED_DIR
+
 log = logging.getLogger(__name__)
 
-EMBEDDED_DIR = Path(".bottlelens")
 DEFAULT_TEAM = "default"
 KEY_FILE = "api_key"
 # Settings the embedded mode fixes, whatever the environment says.
@@ -77,7 +78,7 @@ def prepare(emb: Embedded) -> tuple[str, bool]:
     start prints the same one; a revoked or unknown key is replaced. Returns
     ``(plaintext, created)``.
     """
-    from service import auth, store
+    from service import store
     from service.db import session_scope, upgrade
     from service.errors import Conflict
 
@@ -87,10 +88,9 @@ def prepare(emb: Embedded) -> tuple[str, bool]:
     key_file = emb.root / KEY_FILE
     if key_file.is_file():
         token = key_file.read_text().strip()
-        key_id = auth.key_id_of(token)
         with session_scope() as session:
-            record = store.get_api_key(session, key_id) if key_id else None
-        if record and not record.revoked and auth.token_matches(token, record.key_hash):
+            record = store.api_key_for_token(session, token)
+        if record and not record.revoked:
             return token, False
     with session_scope() as session:
         _, token = store.create_api_key(session, DEFAULT_TEAM, "read,submit,admin")

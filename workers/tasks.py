@@ -182,7 +182,7 @@ def run_analysis(self: Any, analysis_id: str) -> str:
                 job.dataset,
                 job.config,
                 progress=lease.report,
-                artifacts_dir=artifacts_dir(get_settings().storage_dir, analysis_id),
+                artifacts_dir=artifacts_dir(settings.storage_dir, analysis_id),
             )
             lease.check()
         with session_scope() as session:

@@ -20,6 +20,7 @@ from service.routes.deps import (
     SubmitKey,
     enqueue_validation,
     form_body,
+    remove_upload,
 )
 from service.schemas import DatasetPublic, DatasetsPublic, parse_dataset_spec
 from service.storage import Storage, Upload, dataset_format
@@ -75,10 +76,7 @@ def delete_dataset(
     dataset_id: str, key: AdminKey, session: SessionDep, storage: StorageDep
 ) -> None:
     """Delete a dataset (its finished analyses stay); needs the admin scope."""
-    unreferenced = store.delete_upload(session, "dataset", key.team_id, dataset_id)
-    session.commit()
-    if unreferenced:
-        storage.remove(unreferenced)
+    remove_upload(session, storage, "dataset", key.team_id, dataset_id)
 
 
 def _from_form(upload: Upload, storage: Storage) -> dict[str, Any]:

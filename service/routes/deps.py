@@ -55,13 +55,10 @@ def authenticate(
     session starts with the route's own first statement)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send an API key: Authorization: Bearer <key>")
-    token = credentials.credentials
-    key_id = auth.key_id_of(token)
     with session_scope(_engine(request)) as session:
-        record = store.get_api_key(session, key_id) if key_id else None
-    if not auth.token_matches(token, record.key_hash if record else None):
+        record = store.api_key_for_token(session, credentials.credentials)
+    if record is None:
         raise Unauthenticated("unknown API key; check it or create one")
-    assert record is not None
     if record.revoked:
         raise Unauthenticated("this API key was revoked; create a new one")
     settings = get_settings(request)
@@ -113,11 +110,22 @@ def enqueue_validation(
     try:
         queue.validate_upload(kind, object_id)
     except Unavailable:
-        sha256 = store.delete_upload(session, kind, team_id, object_id)
-        session.commit()
-        if sha256:
-            storage.remove(sha256)
+        remove_upload(session, storage, kind, team_id, object_id)
         raise
+
+
+def remove_upload(
+    session: Session,
+    storage: Storage,
+    kind: Literal["model", "dataset"],
+    team_id: str,
+    object_id: str,
+) -> None:
+    """Delete the row and commit, then the file if no other row refers to it."""
+    unreferenced = store.delete_upload(session, kind, team_id, object_id)
+    session.commit()
+    if unreferenced:
+        storage.remove(unreferenced)
 
 
 def form_body(fields: dict[str, dict[str, str]], required: list[str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from service.routes.deps import (
     SubmitKey,
     enqueue_validation,
     form_body,
+    remove_upload,
 )
 from service.schemas import (
     ModelPublic,
@@ -92,7 +93,4 @@ def delete_model(
     model_id: str, key: AdminKey, session: SessionDep, storage: StorageDep
 ) -> None:
     """Delete a model (its finished analyses stay); needs the admin scope."""
-    unreferenced = store.delete_upload(session, "model", key.team_id, model_id)
-    session.commit()
-    if unreferenced:
-        storage.remove(unreferenced)
+    remove_upload(session, storage, "model", key.team_id, model_id)

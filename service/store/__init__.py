@@ -36,6 +36,7 @@ from service.store.jobs import (
     save_results,
 )
 from service.store.teams import (
+    api_key_for_token,
     create_api_key,
     create_team,
     get_api_key,
@@ -57,6 +58,7 @@ from service.store.uploads import (
 
 __all__ = [
     "analyses_to_reconcile",
+    "api_key_for_token",
     "cancel_analysis",
     "claim_analysis",
     "create_analysis",

@@ -107,3 +107,14 @@ def get_api_key(session: Session, key_id: str) -> ApiKeyRecord | None:
         team_max_upload_bytes=team.max_upload_bytes,
         team_max_queued_analyses=team.max_queued_analyses,
     )
+
+
+def api_key_for_token(session: Session, token: str) -> ApiKeyRecord | None:
+    """The key a bearer token names, when the token's hash matches (compared in
+    constant time, also when no such key exists); None otherwise. A revoked key is
+    returned: the caller says so."""
+    key_id = auth.key_id_of(token)
+    record = get_api_key(session, key_id) if key_id else None
+    if not auth.token_matches(token, record.key_hash if record else None):
+        return None
+    return record

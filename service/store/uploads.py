@@ -240,10 +240,9 @@ def uploads_to_reconcile(
     cutoff = now - timedelta(seconds=grace_s)
     models = _stale(session, ModelRow, cutoff, limit)
     datasets = _stale(session, DatasetRow, cutoff, limit - len(models))
-    for model in models:
-        model.updated_at = now
-    for dataset in datasets:
-        dataset.updated_at = now
+    stale: list[ModelRow | DatasetRow] = [*models, *datasets]
+    for row in stale:
+        row.updated_at = now
     session.flush()
     return [("model", m.id) for m in models] + [("dataset", d.id) for d in datasets]
 
