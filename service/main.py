@@ -1,24 +1,30 @@
 """The FastAPI app: ``create_app(settings)`` and the one error -> HTTP table.
 
 Run it with ``uvicorn --factory service.main:create_app``. Every error is JSON
-``{"code", "message"}``; invalid client input is 422, never 500.
+``{"code", "message", "problems"}`` (``ErrorBody``); invalid client input, a body
+that is not UTF-8 JSON included, is 422, never 400 or 500.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db import get_engine
 from service.errors import (
     Conflict,
+    ErrorBody,
     Forbidden,
+    InsufficientStorage,
     InvalidInput,
     NotFound,
     QueueFull,
@@ -27,6 +33,7 @@ from service.errors import (
     Unauthenticated,
     Unavailable,
 )
+from service.openapi import document_errors
 from service.queue import TaskQueue
 from service.routes import api_router
 from service.settings import Settings, get_settings
@@ -44,8 +51,10 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     Conflict: 409,
     QueueFull: 429,
     Unavailable: 503,
+    InsufficientStorage: 507,
 }
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 JSON_BODY_MAX = 1024 * 1024  # a request other than an upload is small
 
 
@@ -74,8 +83,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OSError, _os_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _internal_error)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document with every error status of every route (cached)."""
+    if app.openapi_schema is None:
+        app.openapi_schema = document_errors(FastAPI.openapi(app))
+    return app.openapi_schema
 
 
 def status_of(exc: ServiceError) -> int:
@@ -86,9 +104,14 @@ def status_of(exc: ServiceError) -> int:
 
 
 def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    problems: list[str] | None = None,
 ) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status, headers=headers)
+    body = ErrorBody(code=code, message=message, problems=problems or [])
+    return JSONResponse(body.model_dump(), status, headers=headers)
 
 
 async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
@@ -98,17 +121,36 @@ async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
 async def _validation_error(
     _request: Request, exc: RequestValidationError
 ) -> JSONResponse:
-    problems = "; ".join(
+    problems = [
         f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+        + (f" ({e['ctx']['error']})" if e.get("type") == "json_invalid" else "")
         for e in exc.errors()
-    )
-    return _error(422, "invalid_input", problems or "invalid request")
+    ]
+    message = "; ".join(problems) or "invalid request"
+    return _error(422, "invalid_input", message, problems=problems)
 
 
-async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 400:
+        # FastAPI's only 400: a JSON body it could not decode (not UTF-8, too deep).
+        problem = "body: not a JSON document in UTF-8"
+        return _error(422, "invalid_input", problem, problems=[problem])
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    headers = dict(exc.headers) if exc.headers else None
-    return _error(exc.status_code, code, str(exc.detail), headers)
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return _error(exc.status_code, code, str(exc.detail), headers or None)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method of the routes at this path (Starlette names only the first
+    route's, though a path such as ``/v1/models`` has one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
 
 
 async def _database_error(_request: Request, exc: OperationalError) -> JSONResponse:
@@ -121,6 +163,17 @@ async def _database_error(_request: Request, exc: OperationalError) -> JSONRespo
     )
 
 
+async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+    if exc.errno in _NO_ROOM:
+        log.error("no room left to store: %s", exc)
+        full = InsufficientStorage(
+            "the server has no room left to store this; try again later or ask "
+            "the operator to free space"
+        )
+        return _service_error_response(full)
+    return await _internal_error(request, exc)
+
+
 async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return _error(500, "internal", "internal error; the server log has the details")
@@ -128,7 +181,7 @@ async def _internal_error(_request: Request, exc: Exception) -> JSONResponse:
 
 class BodyCap:
     """Caps every body but multipart uploads (which the storage caps as they stream),
-    so that a JSON body cannot fill the memory; the 413 is a ``{code, message}``.
+    so that a JSON body cannot fill the memory; the 413 is an ``ErrorBody``.
 
     Such bodies are small: read up to the cap here, then replayed to the app.
     """
@@ -171,4 +224,6 @@ class BodyCap:
 
 
 def _service_error_response(exc: ServiceError) -> JSONResponse:
-    return _error(status_of(exc), exc.code, exc.message, exc.headers())
+    return _error(
+        status_of(exc), exc.code, exc.message, exc.headers(), problems=exc.problems
+    )

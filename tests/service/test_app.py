@@ -62,8 +62,9 @@ def test_errors_are_code_and_message_json(tmp_path: Path) -> None:
         assert r.json() == {
             "code": "internal",
             "message": "internal error; the server log has the details",
+            "problems": [],
         }
-    assert set(HTTP_STATUS.values()) == {401, 403, 404, 409, 413, 422, 429, 503}
+    assert set(HTTP_STATUS.values()) == {401, 403, 404, 409, 413, 422, 429, 503, 507}
 
 
 def test_oversized_body_is_refused_before_it_is_all_read(
@@ -183,4 +184,4 @@ def test_hostile_client_input_is_never_a_500(
 ) -> None:
     r = client.request(method, path, headers=team.headers("admin"), json=body)
     assert r.status_code in (404, 422), r.text
-    assert set(r.json()) == {"code", "message"}
+    assert set(r.json()) == {"code", "message", "problems"}
