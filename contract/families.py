@@ -1,0 +1,181 @@
+"""The metric families: what each measures, its config section with defaults, and
+what it needs from the data and the run.
+
+The analysis library registers one implementation per family under the same name
+(``analysis.families``); the pipeline loops over this order. A new family adds its
+declaration here, its module there, and its tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from contract.errors import ContractError
+from contract.estimators import ESTIMATORS, ID_METHODS, resolve_params
+
+
+class Section(BaseModel):
+    """A family's config section: strict types, no unknown keys, frozen."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _estimator_section(
+    family: str, methods: tuple[str, ...], params: dict[str, Any]
+) -> None:
+    known = ESTIMATORS[family]
+    problems = [
+        f"methods: unknown estimator {m!r}; choose from {', '.join(known)}"
+        for m in methods
+        if m not in known
+    ]
+    for name, given in params.items():
+        if name not in known:
+            problems.append(
+                f"params: names unknown estimator {name!r}; choose from "
+                f"{', '.join(known)}"
+            )
+            continue
+        if not isinstance(given, dict):
+            problems.append(f"params.{name}: must be an object of parameters")
+            continue
+        try:
+            resolve_params(family, name, given)
+        except ContractError as exc:
+            problems += [f"params.{name}.{p}" for p in exc.problems]
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+class IdSection(Section):
+    """``methods``: intrinsic-dimension estimators; ``params``: per-estimator
+    parameters, e.g. ``{"mle": {"k": 10}}``."""
+
+    methods: tuple[str, ...] = ID_METHODS
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _estimators(self) -> IdSection:
+        _estimator_section("id", self.methods, self.params)
+        return self
+
+
+class MiSection(Section):
+    """``methods``: MI estimators of I(X;T) (``mi_input``) and I(T;Y)
+    (``mi_output``); ``params``: per-estimator parameters. The probe estimator's
+    folds are the ``probe`` section's ``cv``."""
+
+    methods: tuple[str, ...] = ("ksg", "gaussian", "binning", "probe")
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _estimators(self) -> MiSection:
+        probe = self.params.get("probe")
+        if isinstance(probe, dict) and "cv" in probe:
+            raise ValueError("params.probe.cv: set the folds once, as probe.cv")
+        _estimator_section("mi", self.methods, self.params)
+        return self
+
+
+class ProbeSection(Section):
+    """``cv``: folds of the cross-validated logistic-regression probe."""
+
+    cv: int = Field(default=5, ge=2, le=20)
+
+
+class CkaSection(Section):
+    """``layers``: ``"auto"`` (blocks, stages and bottlenecks among the captured
+    layers) or ``"all"`` (every captured layer)."""
+
+    layers: Literal["auto", "all"] = "auto"
+
+
+class AttributionSection(Section):
+    """``target``: ``"auto"`` (reconstruction when the output has the input's
+    shape, else the predicted class), ``"predicted"``, ``"reconstruction"`` or an
+    output index; ``maps``: seeded samples whose maps are saved; ``steps``:
+    integration steps."""
+
+    target: Literal["auto", "predicted", "reconstruction"] | int = "auto"
+    maps: int = Field(default=16, ge=1, le=256)
+    steps: int = Field(default=32, ge=2, le=1024)
+
+    @field_validator("target")
+    @classmethod
+    def _index(cls, target: str | int) -> str | int:
+        if isinstance(target, int) and target < 0:
+            raise ValueError("an output index must be >= 0")
+        return target
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """A metric family.
+
+    ``needs_labels``: ``"class"`` (skipped with a warning when the data has no
+    integer labels), ``"optional"`` (some rows need them) or ``"no"``.
+    ``min_samples``: below it the family is not run (a warning says so).
+    ``section``: the result key of a family that adds a section besides layer rows.
+    """
+
+    name: str
+    config: type[Section]
+    summary: str
+    needs_labels: Literal["class", "optional", "no"] = "no"
+    needs_gradients: bool = False
+    needs_artifacts: bool = False
+    min_samples: int = 3
+    metrics: tuple[str, ...] = ()
+    section: str | None = None
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    f.name: f
+    for f in (
+        FamilySpec(
+            "id",
+            IdSection,
+            "intrinsic dimension of every captured layer",
+            metrics=("intrinsic_dimension",),
+        ),
+        FamilySpec(
+            "mi",
+            MiSection,
+            "I(X;T) and I(T;Y) of every captured layer: the information plane",
+            needs_labels="optional",
+            metrics=("mi_input", "mi_output"),
+        ),
+        FamilySpec(
+            "probe",
+            ProbeSection,
+            "cross-validated linear-probe accuracy of every captured layer",
+            needs_labels="class",
+            min_samples=10,
+            metrics=("probe_accuracy",),
+        ),
+        FamilySpec(
+            "cka",
+            CkaSection,
+            "linear CKA between captured layers",
+            min_samples=4,
+            section="similarity",
+        ),
+        FamilySpec(
+            "attribution",
+            AttributionSection,
+            "Captum attribution through every bottleneck, with saved maps",
+            needs_gradients=True,
+            needs_artifacts=True,
+            metrics=(
+                "attribution_effective_units",
+                "attribution_topk_share",
+            ),
+            section="attribution",
+        ),
+    )
+}
+
+FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)

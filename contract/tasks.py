@@ -1,0 +1,27 @@
+"""Task and queue names: the API enqueues by these names, the workers register them.
+
+``run_analysis`` goes to ``GPU_QUEUE`` unless the config asks for ``device: "cpu"``;
+uploads are validated and the reconciler runs on ``CPU_QUEUE``.
+"""
+
+from __future__ import annotations
+
+VALIDATE_UPLOAD = "bottlelens.validate_upload"
+RUN_ANALYSIS = "bottlelens.run_analysis"
+RECONCILE = "bottlelens.reconcile"
+
+GPU_QUEUE = "gpu"
+CPU_QUEUE = "cpu"
+QUEUES = (GPU_QUEUE, CPU_QUEUE)
+
+# Where each task goes unless the sender names a queue.
+ROUTES: dict[str, str] = {
+    VALIDATE_UPLOAD: CPU_QUEUE,
+    RECONCILE: CPU_QUEUE,
+    RUN_ANALYSIS: GPU_QUEUE,
+}
+
+
+def analysis_queue(device: str) -> str:
+    """The queue of an analysis whose config asks for ``device``."""
+    return CPU_QUEUE if device == "cpu" else GPU_QUEUE
