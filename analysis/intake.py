@@ -41,11 +41,11 @@ def _shapes(args: tuple[Any, ...]) -> str:
 def dry_run(model: nn.Module, x: torch.Tensor) -> Any:
     """Run ``model`` on the first two samples of ``x``, or say why it cannot.
 
-    The model runs in eval mode under ``torch.no_grad()``; its training flag is
-    restored afterwards and no hook is left behind. Data of another floating
-    dtype than the model's parameters (float64 data, float32 model) is not cast:
-    it is refused with the conversion to make, so what the dry run checks is what
-    the analysis will run.
+    The model runs in eval mode under ``torch.no_grad()``; each module's training
+    flag is restored afterwards (a submodule frozen in eval mode stays so) and no
+    hook is left behind. Data of another floating dtype than the model's
+    parameters (float64 data, float32 model) is not cast: it is refused with the
+    conversion to make, so what the dry run checks is what the analysis will run.
 
     Parameters
     ----------
@@ -93,7 +93,9 @@ def dry_run(model: nn.Module, x: torch.Tensor) -> Any:
 
         handles.append(m.register_forward_pre_hook(enter))
         handles.append(m.register_forward_hook(leave))
-    was_training = model.training
+    # Each module's own flag: model.train(True) would also switch on a submodule
+    # that was frozen in eval mode (a BatchNorm kept on its running statistics).
+    was_training = {m: m.training for m in model.modules()}
     try:
         model.eval()
         with torch.no_grad():
@@ -103,7 +105,8 @@ def dry_run(model: nn.Module, x: torch.Tensor) -> Any:
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m, training in was_training.items():
+            m.training = training
 
 
 def _explain(

@@ -137,7 +137,15 @@ def build_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
         raise InvalidInputError(
             f"the plugin architecture {name!r} ({ep.value}) is not callable"
         )
-    model = builder(config)
+    try:
+        model = builder(config)
+    except Exception as e:
+        # The plugin's own failure, told in one line: which plugin, what went wrong.
+        detail = str(e).strip().splitlines()
+        raise InvalidInputError(
+            f"the plugin architecture {name!r} ({ep.value}) failed to build the "
+            f"model: {type(e).__name__}: {detail[0] if detail else 'no message'}"
+        ) from e
     if not isinstance(model, nn.Module):
         raise InvalidInputError(
             f"the plugin architecture {name!r} ({ep.value}) returned "

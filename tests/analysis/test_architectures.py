@@ -231,3 +231,23 @@ def test_entry_point_failures_are_domain_errors(monkeypatch):
         build_model("broken")
     with pytest.raises(InvalidInputError, match="not callable"):
         build_model("notmodule")
+
+
+def _raises(config):
+    raise ValueError("num_classes must be positive\nsecond line of the message")
+
+
+def test_a_plugin_builder_that_raises_is_one_domain_error(monkeypatch):
+    monkeypatch.setattr(
+        metadata,
+        "entry_points",
+        _fake_entry_points(_ep("raiser", "tests.analysis.test_architectures:_raises")),
+    )
+    with pytest.raises(InvalidInputError) as info:
+        build_model("raiser", {"num_classes": 3})
+    msg = str(info.value)
+    assert "'raiser'" in msg and "tests.analysis.test_architectures:_raises" in msg
+    assert (
+        "failed to build the model: ValueError: num_classes" in msg and "\n" not in msg
+    )
+    assert isinstance(info.value.__cause__, ValueError)

@@ -72,3 +72,20 @@ def test_float64_data_for_a_float32_model():
 def test_empty_data_refused():
     with pytest.raises(InvalidInputError, match="N >= 1"):
         dry_run(build_model("mlp"), torch.zeros(0, 64))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_each_module_keeps_its_own_training_flag(fails):
+    """A BatchNorm frozen in eval mode inside a training model stays frozen, after
+    a run and after a failure."""
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU()).train()
+    model[1].eval()  # frozen: keeps its running statistics
+    before = {name: m.training for name, m in model.named_modules()}
+    x = torch.randn(5, 3 if fails else 4)
+    if fails:
+        with pytest.raises(ShapeMismatchError):
+            dry_run(model, x)
+    else:
+        dry_run(model, x)
+    assert {name: m.training for name, m in model.named_modules()} == before
+    assert model.training and not model[1].training and _no_hooks(model)
