@@ -20,7 +20,6 @@ import io
 import os
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -31,15 +30,21 @@ from torch import nn
 
 from analysis.errors import (
     CheckpointMismatchError,
-    FileTooLargeError,
     InvalidInputError,
     UnsafeFileError,
 )
 from analysis.safefiles import (
     DEFAULT_MAX_BYTES,
     count_nonfinite,
+    from_archive_error,
     load_safetensors,
     read_regular_file,
+)
+from contract.archives import (
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    ArchiveError,
+    check_zip,
 )
 
 __all__ = ["Checkpoint", "load_model", "load_weights_into", "read_checkpoint"]
@@ -106,14 +111,11 @@ def _detect(data: bytes, suffix: str) -> str:
     raise InvalidInputError(f"unknown weight file format; accepted: {ACCEPTED}")
 
 
-def _zip_kind(data: bytes, max_bytes: int) -> str:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            infos = zf.infolist()
-    except zipfile.BadZipFile as e:
-        raise InvalidInputError(f"a damaged zip archive: {e}") from e
-    if sum(i.file_size for i in infos) > max_bytes:
-        raise FileTooLargeError(f"the archive unpacks to more than {max_bytes} bytes")
+def _zip_kind(data: bytes, *, max_bytes: int, max_ratio: float) -> str:
+    try:  # the directory only: no member is read here
+        infos = check_zip(io.BytesIO(data), max_bytes=max_bytes, max_ratio=max_ratio)
+    except ArchiveError as e:
+        raise from_archive_error(e) from e
     # Inside the archive's root folder, which is named after the saved file.
     paths = [i.filename.split("/")[1:] for i in infos]
     if any(p[-1:] == ["constants.pkl"] or "code" in p[:-1] for p in paths):
@@ -181,6 +183,8 @@ def read_checkpoint(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     allow_code_checkpoints: bool = False,
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
 ) -> Checkpoint:
     """Read a weight file without running code from it (unless allowed).
 
@@ -189,9 +193,14 @@ def read_checkpoint(
     path:
         A regular file (trusted path; symlinks followed, devices refused).
     max_bytes:
-        Size cap of the file (and of an archive's unpacked contents).
+        Size cap of the file as stored.
     allow_code_checkpoints:
         Accept ``torch.export`` programs (``.pt2``); loading one can run code.
+    max_archive_bytes, max_compression_ratio:
+        A zip archive (``torch.save``, ``.pt2``) is checked from its directory
+        before any member is read: what its members declare unpacked in total,
+        and how many times a member of 1 MiB or more inflates
+        (``contract.archives.check_zip``).
 
     Returns
     -------
@@ -203,16 +212,19 @@ def read_checkpoint(
     UnsafeFileError
         Pickled objects or models, TorchScript, export programs when not allowed.
     FileTooLargeError
-        Over ``max_bytes``.
+        Over ``max_bytes`` or ``max_archive_bytes``.
     InvalidInputError
-        Not a regular file, an unknown format, a damaged or inconsistent file.
+        Not a regular file, an unknown format, a damaged or inconsistent file, a
+        member that inflates more than ``max_compression_ratio`` times.
     """
     data = read_regular_file(path, max_bytes)
     digest, size = sha256(data).hexdigest(), len(data)
     suffix = Path(os.fspath(path)).suffix.lower()
     kind = _detect(data, suffix)
     if kind == "zip":
-        kind = _zip_kind(data, max_bytes)
+        kind = _zip_kind(
+            data, max_bytes=max_archive_bytes, max_ratio=max_compression_ratio
+        )
     if kind == "torchscript":
         raise UnsafeFileError(
             f"{path} is a TorchScript archive, which runs code when loaded and is "
@@ -294,6 +306,8 @@ def load_model(
     *,
     allow_code_checkpoints: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
 ) -> tuple[nn.Module, Checkpoint]:
     """Build ``architecture`` with ``config`` and load ``weights`` into it strictly.
 
@@ -315,7 +329,11 @@ def load_model(
 
     model = build_model(architecture, config) if architecture is not None else None
     ckpt = read_checkpoint(
-        weights, max_bytes=max_bytes, allow_code_checkpoints=allow_code_checkpoints
+        weights,
+        max_bytes=max_bytes,
+        allow_code_checkpoints=allow_code_checkpoints,
+        max_archive_bytes=max_archive_bytes,
+        max_compression_ratio=max_compression_ratio,
     )
     if ckpt.module is not None:
         return ckpt.module.eval(), ckpt

@@ -21,11 +21,8 @@ int64 (classes), floating ``y`` float32 (regression).
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
@@ -35,8 +32,15 @@ from urllib.parse import parse_qsl
 import numpy as np
 import torch
 
-from analysis.errors import FileTooLargeError, InvalidInputError, UnsafeFileError
-from analysis.safefiles import DEFAULT_MAX_BYTES, load_safetensors, read_regular_file
+from analysis.datafiles import read_csv, read_npz, read_safetensors
+from analysis.errors import FileTooLargeError, InvalidInputError
+from analysis.safefiles import DEFAULT_MAX_BYTES, read_regular_file
+from contract.archives import (
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    DEFAULT_MAX_CSV_COLUMNS,
+    DEFAULT_MAX_CSV_ROWS,
+)
 
 __all__ = ["Dataset", "load_dataset"]
 
@@ -73,6 +77,10 @@ def load_dataset(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     label_column: str | None = "label",
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
+    max_csv_columns: int = DEFAULT_MAX_CSV_COLUMNS,
+    max_csv_rows: int = DEFAULT_MAX_CSV_ROWS,
 ) -> Dataset:
     """Load the dataset named by ``spec`` (see the module docstring for specs).
 
@@ -82,9 +90,21 @@ def load_dataset(
         A file path (``.npz``, ``.safetensors``, ``.csv``), ``sklearn:<name>`` or
         ``synthetic:<manifold>?key=value&...``.
     max_bytes:
-        Size cap of a file (and of an ``.npz`` archive's unpacked arrays).
+        Size cap of the file as stored.
     label_column:
         CSV only: the column holding ``y``; ``None`` for a CSV without labels.
+    max_archive_bytes:
+        Cap of what the file's arrays take once loaded: an ``.npz``'s unpacked
+        members, every array's declared bytes, ``x`` as float32, a CSV's values
+        as float64. Checked from the zip directory and the array headers before
+        anything of that size is allocated; a hostile file costs at most about
+        its own size plus this cap (and the float32 copy of ``x``).
+    max_compression_ratio:
+        ``.npz`` only: a member of 1 MiB or more unpacked may inflate at most this
+        many times (deflated zeros inflate ~1000 times).
+    max_csv_columns, max_csv_rows:
+        CSV only: a line with more cells is refused before it is split; rows are
+        counted as they are read.
 
     Returns
     -------
@@ -98,7 +118,7 @@ def load_dataset(
     UnsafeFileError
         An ``.npz`` holding pickled objects.
     FileTooLargeError
-        Over ``max_bytes``.
+        Over ``max_bytes`` or one of the other caps; the message names the cap.
 
     Example
     -------
@@ -120,119 +140,23 @@ def load_dataset(
         )
     data = read_regular_file(spec, max_bytes)
     if suffix == ".npz":
-        x, y = _npz(data, max_bytes)
+        x, y = read_npz(
+            data, max_bytes=max_archive_bytes, max_ratio=max_compression_ratio
+        )
     elif suffix == ".safetensors":
-        x, y = _safetensors(data)
+        x, y = read_safetensors(data, max_bytes=max_archive_bytes)
     else:
-        x, y = _csv(data, label_column)
+        x, y = read_csv(
+            data,
+            label_column,
+            max_columns=max_csv_columns,
+            max_rows=max_csv_rows,
+            max_bytes=max_archive_bytes,
+        )
     x_t, y_t = _checked(x, y)
     meta = {"format": suffix[1:], "bytes": len(data)}
     name = os.path.basename(spec)
     return Dataset(x_t, y_t, spec, name, sha256(data).hexdigest(), meta)
-
-
-def _only_xy(names: list[str], what: str) -> None:
-    extra = sorted(set(names) - {"x", "y"})
-    if "x" not in names or extra:
-        raise InvalidInputError(
-            f"{what} must hold an array 'x' and optionally 'y'; found "
-            f"{', '.join(map(repr, sorted(names))) or 'nothing'}"
-        )
-
-
-def _npz(data: bytes, max_bytes: int) -> tuple[Any, Any]:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            unpacked = sum(i.file_size for i in zf.infolist())
-    except zipfile.BadZipFile as e:
-        raise InvalidInputError(f"not an .npz archive: {e}") from e
-    if unpacked > max_bytes:
-        raise FileTooLargeError(f"the .npz unpacks to more than {max_bytes} bytes")
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            _only_xy(list(npz.files), ".npz")
-            return npz["x"], npz["y"] if "y" in npz.files else None
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise UnsafeFileError(
-                "the .npz holds Python objects (pickled), which are never loaded; "
-                "save numeric arrays: np.savez(path, x=x.astype(np.float32), y=y)"
-            ) from e
-        raise InvalidInputError(f"cannot read the .npz: {e}") from e
-
-
-def _safetensors(data: bytes) -> tuple[Any, Any]:
-    tensors, _ = load_safetensors(data)
-    _only_xy(list(tensors), "a .safetensors dataset")
-    return tensors["x"], tensors.get("y")
-
-
-def _number(cell: str, row: int, column: str) -> float:
-    try:
-        return float(cell)
-    except ValueError:
-        raise InvalidInputError(
-            f"CSV row {row}, column {column!r}: {cell!r} is not a number"
-        ) from None
-
-
-def _csv(data: bytes, label_column: str | None) -> tuple[Any, Any]:
-    try:
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise InvalidInputError(f"cannot read the CSV: {e}") from e
-    rows = [r for r in rows if r]  # blank lines
-    if not rows:
-        raise InvalidInputError("the CSV is empty")
-    header = [h.strip() for h in rows[0]]
-    if all(_is_float(h) for h in header):
-        raise InvalidInputError("the CSV needs a header row naming the columns")
-    if len(set(header)) != len(header):
-        raise InvalidInputError(f"the CSV header repeats a column name: {header}")
-    label = None
-    if label_column is not None:
-        if label_column not in header:
-            raise InvalidInputError(
-                f"the CSV has no label column {label_column!r}; columns: "
-                f"{', '.join(header)} (pass label_column=None for unlabelled data)"
-            )
-        label = header.index(label_column)
-    n_features = len(header) - (label is not None)
-    if n_features == 0:
-        raise InvalidInputError("the CSV has a label column but no feature columns")
-    xs, ys = [], []
-    for r, row in enumerate(rows[1:], start=2):  # row numbers as a spreadsheet shows
-        if len(row) != len(header):
-            raise InvalidInputError(
-                f"CSV row {r} has {len(row)} cells, the header has {len(header)}"
-            )
-        values = [_number(c, r, h) for c, h in zip(row, header, strict=True)]
-        if label is not None:
-            ys.append(values.pop(label))
-        xs.append(values)
-    x = np.asarray(xs, dtype=np.float64).reshape(len(xs), n_features)  # (N, F)
-    y = None
-    if label is not None:
-        cells = [row[label].strip() for row in rows[1:]]
-        integral = all(_is_int(c) for c in cells)
-        y = np.asarray(ys, dtype=np.int64 if integral else np.float64)
-    return x, y
-
-
-def _is_float(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(s: str) -> bool:
-    try:
-        int(s)
-    except ValueError:
-        return False
-    return True
 
 
 def _as_tensor(a: Any, what: str) -> torch.Tensor:

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load as parse_safetensors  # a parser: no pickle
 
-from analysis.errors import FileTooLargeError, InvalidInputError
+from analysis.errors import FileTooLargeError, InvalidInputError, UnsafeFileError
+from contract.archives import ArchiveError, ArchiveTooLarge, ArchiveUnsafe
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 # safetensors dtype -> (torch dtype, bytes per element)
@@ -57,6 +58,15 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     if len(data) > max_bytes:  # it grew since stat
         raise FileTooLargeError(f"{p} has more than the limit of {max_bytes} bytes")
     return data
+
+
+def from_archive_error(e: ArchiveError) -> InvalidInputError:
+    """The library's error class for a ``contract.archives`` refusal."""
+    if isinstance(e, ArchiveTooLarge):
+        return FileTooLargeError(str(e))
+    if isinstance(e, ArchiveUnsafe):
+        return UnsafeFileError(str(e))
+    return InvalidInputError(str(e))
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

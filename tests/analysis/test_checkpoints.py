@@ -121,7 +121,7 @@ def test_zip_that_unpacks_beyond_cap(tmp_path):
         zf.writestr("m/data.pkl", bytes(10**6))
     assert path.stat().st_size < 100_000
     with pytest.raises(FileTooLargeError, match="unpacks"):
-        read_checkpoint(path, max_bytes=100_000)
+        read_checkpoint(path, max_archive_bytes=100_000)
 
 
 def test_nonfinite_counted(tmp_path):
