@@ -17,7 +17,7 @@ from analysis.checkpoints import (
     load_weights_into,
     read_checkpoint,
 )
-from analysis.config import AnalysisConfig
+from analysis.config import AnalysisConfig, parse_config
 from analysis.datasets import Dataset, load_dataset
 from analysis.errors import (
     BottlelensError,
@@ -86,6 +86,7 @@ __all__ = [
     "load_model",
     "load_weights_into",
     "make_manifold",
+    "parse_config",
     "probe_accuracy",
     "profile",
     "read_checkpoint",

@@ -6,13 +6,24 @@ HTTP codes in one table (``service/main.py``); the CLI prints the message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from contract.errors import ContractError
+
 
 class BottlelensError(Exception):
     """Base class of every error bottlelens raises on purpose."""
 
 
 class InvalidInputError(BottlelensError, ValueError):
-    """The user's input (file, spec, config) cannot be used as it is."""
+    """The user's input (file, spec, config) cannot be used as it is.
+
+    ``problems`` lists each problem when several were found at once.
+    """
+
+    def __init__(self, message: str, problems: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 class DataError(InvalidInputError):
@@ -41,3 +52,13 @@ class UnknownArchitectureError(InvalidInputError):
 
 class FileTooLargeError(InvalidInputError):
     """A file is larger than the configured cap."""
+
+
+def from_contract(exc: ContractError) -> InvalidInputError:
+    """The library's error for a contract error, by its code."""
+    cls: type[InvalidInputError] = {
+        "too_large": FileTooLargeError,
+        "unknown_architecture": UnknownArchitectureError,
+        "unsafe_file": UnsafeFileError,
+    }.get(exc.code, InvalidInputError)
+    return cls(str(exc), exc.problems)

@@ -5,12 +5,13 @@ The one entry point shared by the CLI, the Celery worker and notebooks.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
+import logging
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -20,23 +21,21 @@ import torch
 from torch import nn
 
 from analysis.bottlenecks import find_bottlenecks
-from analysis.capture import Capture, capture, profile
-from analysis.config import AnalysisConfig
+from analysis.capture import capture, profile
+from analysis.config import AnalysisConfig, parse_config
 from analysis.datasets import Dataset
-from analysis.errors import DataError, InvalidInputError
+from analysis.errors import BottlelensError, InvalidInputError
+from analysis.families import REGISTRY, Context, Family
 from analysis.intake import dry_run
-from analysis.layer_metrics import (
-    check_params,
-    flat_input,
-    id_rows,
-    mi_rows,
-    probe_rows,
-)
 from analysis.result import AnalysisResult, LayerResult
-from analysis.types import Bottleneck, LayerInfo, MetricValue
+from analysis.types import LayerInfo, MetricValue
+from contract.families import FAMILIES
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: profile, capture, metrics."""
+"""``progress(stage, done, total)``; stages: profile, capture, metrics, then the
+name of each family with a section (cka, attribution)."""
 
 # Layers that keep the width and content of the layer before them are left out of
 # "auto": they add rows, not information about where the representation changes.
@@ -60,6 +59,7 @@ def analyse(
     model_info: dict[str, Any] | None = None,
     progress: Progress | None = None,
     artifacts_dir: str | Path | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
 ) -> AnalysisResult:
     """Measure every selected layer of ``model`` on ``data``.
 
@@ -84,13 +84,20 @@ def analyse(
         Where attribution maps (``.npy`` and ``.png``) are written; needed only when
         ``config.metrics`` holds ``"attribution"``. The result holds paths relative
         to it.
+    fatal:
+        Exception types that must end the run even inside a family (a time limit,
+        a cancellation); any other failure of a family becomes ``null`` rows with
+        the reason and a warning, and every other row stays.
 
     Returns
     -------
     AnalysisResult
         Layers with their metric rows (``intrinsic_dimension``, ``mi_input``,
-        ``mi_output``, ``probe_accuracy``, ``attribution_*``), bottlenecks, the CKA
-        matrix under ``similarity``, attribution summaries and files, provenance.
+        ``mi_output``, ``probe_accuracy``, ``attribution_*``), bottlenecks, the
+        families' sections (CKA under ``similarity``, attribution summaries and
+        files), warnings, provenance with per-stage ``timings_s``. The stored
+        config is what ran: ``samples`` clipped to the data, families that could
+        not run here left out (each change a warning).
 
     Example
     -------
@@ -104,81 +111,73 @@ def analyse(
     """
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    cfg = (
-        config
-        if isinstance(config, AnalysisConfig)
-        else AnalysisConfig.from_dict(config)
-    )
+    cfg = parse_config(config)
     dataset = data if isinstance(data, Dataset) else None
     x = data.x if isinstance(data, Dataset) else data
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise InvalidInputError(
             "data must be a Dataset or a tensor of shape (N, ...) with N samples"
         )
-    check_params(cfg)
-    if "attribution" in cfg.metrics and artifacts_dir is None:
-        raise InvalidInputError(
-            "attribution saves maps as files: pass artifacts_dir (CLI: --artifacts)"
-        )
+    y = None if dataset is None else dataset.y
+    warnings: list[str] = []
+    cfg = _fit_to_data(cfg, len(x), y, artifacts_dir, warnings)
     dev = resolve_device(cfg.device if device is None else device)
     model = model.to(dev)
     report = progress or (lambda stage, done, total: None)
+    timer = _Timer()
 
     indices = _sample_indices(len(x), cfg.samples, cfg.seed)
     xs = x[indices]  # (n, ...)
-    ys = None if dataset is None or dataset.y is None else dataset.y[indices]
+    ys = None if y is None else y[indices]
     dry_run(model, xs[:2].to(dev))
 
-    report("profile", 0, 1)
-    profile_layers = profile(model, xs[:2].to(dev))
-    bottlenecks = find_bottlenecks(
-        profile_layers, factor=cfg.bottleneck_factor, model=model
-    )
-    neck_layers = {b.layer for b in bottlenecks}
-    names = select_layers(model, profile_layers, cfg.layers, neck_layers)
-    report("profile", 1, 1)
-
-    cap = capture(
-        model,
-        xs,
-        names=names,
-        batch_size=cfg.batch_size,
-        budget=cfg.budget,
-        exact=cfg.exact,
-        seed=cfg.seed,
-        device=dev,
-        progress=lambda done, total: report("capture", done, total),
-    )
-    layers = _measure_layers(cap, xs.to(dev), ys, cfg, neck_layers, report)
-    similarity = None
-    if "cka" in cfg.metrics:
-        report("cka", 0, 1)
-        auto = set(select_layers(model, profile_layers, "auto", neck_layers))
-        chosen = {
-            n: a
-            for n, a in cap.activations.items()
-            if cfg.cka_layers == "all" or n in auto
-        }
-        similarity = _similarity(chosen, cfg)
-        report("cka", 1, 1)
-    del cap
-    attribution: list[dict[str, Any]] = []
-    if "attribution" in cfg.metrics and bottlenecks:
-        assert artifacts_dir is not None
-        report("attribution", 0, 1)
-        attribution = _attribute(
-            model, xs.to(dev), bottlenecks, artifacts_dir, cfg, layers
+    with timer("profile"):
+        report("profile", 0, 1)
+        profile_layers = profile(model, xs[:2].to(dev))
+        bottlenecks = find_bottlenecks(
+            profile_layers, factor=cfg.bottleneck_factor, model=model
         )
-        report("attribution", 1, 1)
+        neck_layers = {b.layer for b in bottlenecks}
+        names = select_layers(model, profile_layers, cfg.layers, neck_layers)
+        auto = set(select_layers(model, profile_layers, "auto", neck_layers))
+        report("profile", 1, 1)
+
+    with timer("capture"):
+        cap = capture(
+            model,
+            xs,
+            names=names,
+            batch_size=cfg.batch_size,
+            budget=cfg.budget,
+            exact=cfg.exact,
+            seed=cfg.seed,
+            device=dev,
+            progress=lambda done, total: report("capture", done, total),
+        )
+    ctx = Context(
+        model=model,
+        xs=xs.to(dev),
+        ys=None if ys is None else ys.to(dev),
+        config=cfg,
+        layer_infos=cap.layers,
+        activations=cap.activations,
+        bottlenecks=bottlenecks,
+        auto_layers=auto,
+        artifacts_dir=None if artifacts_dir is None else Path(artifacts_dir),
+    )
+    families = [REGISTRY[name] for name in cfg.metrics]
+    _measure_layers(ctx, families, neck_layers, report, warnings, timer, fatal)
+    sections = _sections(ctx, families, report, warnings, timer, fatal)
+    del cap, ctx.activations
 
     return AnalysisResult(
         model=_model_section(model, model_info),
         dataset=_dataset_section(x, dataset),
         config=cfg,
-        layers=layers,
+        layers=ctx.layers,
         bottlenecks=bottlenecks,
-        similarity=similarity,
-        attribution=attribution,
+        warnings=warnings,
+        sections=sections,
         provenance={
             "seed": cfg.seed,
             "n_samples": len(indices),
@@ -187,7 +186,7 @@ def analyse(
             ).hexdigest(),
             "projection_seeds": {
                 layer.name: layer.projection["seed"]
-                for layer in layers
+                for layer in ctx.layers
                 if layer.projection and "seed" in layer.projection
             },
             "input_dtype": str(x.dtype).removeprefix("torch."),
@@ -199,8 +198,55 @@ def analyse(
             "python": platform.python_version(),
             "started_at": started_at,
             "duration_s": round(time.perf_counter() - started, 3),
+            "timings_s": timer.seconds,
         },
     )
+
+
+def _fit_to_data(
+    cfg: AnalysisConfig,
+    n: int,
+    y: torch.Tensor | None,
+    artifacts_dir: str | Path | None,
+    warnings: list[str],
+) -> AnalysisConfig:
+    """The config actually run on this data: ``samples`` clipped to the dataset,
+    families that cannot run here dropped, each change a warning. A family that
+    needs an artifacts folder without one is the caller's error, raised first."""
+    for name in cfg.metrics:
+        if FAMILIES[name].needs_artifacts and artifacts_dir is None:
+            raise InvalidInputError(
+                f"{name} saves files: pass artifacts_dir (CLI: --artifacts)"
+            )
+    changes: dict[str, Any] = {}
+    if cfg.samples is not None and cfg.samples > n:
+        warnings.append(
+            f"samples: {cfg.samples} asked for, the dataset has {n}; all {n} were "
+            "analysed"
+        )
+        changes["samples"] = n
+    used = min(n, cfg.samples or n)
+    classes = y is not None and not y.is_floating_point()
+    kept = []
+    for name in cfg.metrics:
+        spec = FAMILIES[name]
+        if spec.needs_labels == "class" and not classes:
+            what = "has no labels" if y is None else "has no class labels"
+            warnings.append(f"{name}: not run, the dataset {what}")
+        elif used < spec.min_samples:
+            warnings.append(
+                f"{name}: not run, {used} samples; it needs at least {spec.min_samples}"
+            )
+        else:
+            if spec.needs_labels == "optional" and y is None:
+                warnings.append(
+                    f"{name}: the dataset has no labels; only the rows that need "
+                    "none were measured"
+                )
+            kept.append(name)
+    if tuple(kept) != cfg.metrics:
+        changes["metrics"] = tuple(kept)
+    return cfg.with_changes(**changes) if changes else cfg
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -280,83 +326,87 @@ def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:
 
 
 def _measure_layers(
-    cap: Capture,
-    xs: torch.Tensor,
-    ys: torch.Tensor | None,
-    cfg: AnalysisConfig,
+    ctx: Context,
+    families: list[Family],
     neck_layers: set[str],
     report: Progress,
-) -> list[LayerResult]:
-    x_flat, input_note = (
-        flat_input(xs, cfg) if "mi" in cfg.metrics else (xs, None)
-    )  # (n, <= budget)
-    y = None if ys is None else ys.to(xs.device)
-    layers = []
-    report("metrics", 0, len(cap.layers))
-    for done, info in enumerate(cap.layers, start=1):
-        acts = cap.activations[info.name]  # (n, stored_width)
+    warnings: list[str],
+    timer: _Timer,
+    fatal: tuple[type[BaseException], ...],
+) -> None:
+    """Every per-layer family on every captured layer, into ``ctx.layers``.
+
+    A family that fails on a layer leaves that layer's other rows in place; its
+    own rows there are ``null`` with the reason, and a warning names it.
+    """
+    report("metrics", 0, len(ctx.layer_infos))
+    for done, info in enumerate(ctx.layer_infos, start=1):
+        acts = ctx.activations[info.name]  # (n, stored_width)
         metrics: list[MetricValue] = []
-        if "id" in cfg.metrics:
-            metrics += id_rows(acts, cfg)
-        if "mi" in cfg.metrics:
-            metrics += mi_rows(acts, x_flat, y, cfg, input_note)
-        if "probe" in cfg.metrics:
-            metrics += probe_rows(acts, y, cfg)
-        layers.append(_layer_result(info, info.name in neck_layers, metrics))
-        report("metrics", done, len(cap.layers))
-    return layers
+        for family in families:
+            with timer(family.name):
+                try:
+                    metrics += family.layer_rows(ctx, info, acts)
+                except fatal:
+                    raise
+                except Exception as exc:
+                    reason = _failure(exc)
+                    warnings.append(f"{family.name} failed on {info.name}: {reason}")
+                    metrics += family.void_rows(ctx, reason)
+        ctx.layers.append(_layer_result(info, info.name in neck_layers, metrics))
+        report("metrics", done, len(ctx.layer_infos))
 
 
-def _similarity(
-    activations: dict[str, torch.Tensor], cfg: AnalysisConfig
+def _sections(
+    ctx: Context,
+    families: list[Family],
+    report: Progress,
+    warnings: list[str],
+    timer: _Timer,
+    fatal: tuple[type[BaseException], ...],
 ) -> dict[str, Any]:
-    from analysis.similarity import cka_matrix
+    """The families' own sections; a failure keeps the rest and says why."""
+    sections: dict[str, Any] = {}
+    for family in families:
+        key = family.spec.section
+        if key is None:
+            continue
+        report(family.name, 0, 1)
+        with timer(family.name):
+            try:
+                sections[key] = family.section(ctx)
+            except fatal:
+                raise
+            except Exception as exc:
+                reason = _failure(exc)
+                warnings.append(f"{family.name} failed: {reason}")
+                sections[key] = family.void_section(reason)
+        report(family.name, 1, 1)
+    return sections
 
-    batch_size = max(4, cfg.batch_size)  # the unbiased HSIC needs 4 rows a batch
-    section: dict[str, Any] = {
-        "method": "linear_cka_minibatch",
-        "batch_size": batch_size,
-        "layers": list(activations),
-        "matrix": None,
-        "reason": None,
-    }
-    try:
-        names, matrix = cka_matrix(activations, batch_size=batch_size, seed=cfg.seed)
-    except DataError as exc:
-        section["reason"] = str(exc)
-        return section
-    section["layers"] = names
-    section["matrix"] = [[float(v) for v in row] for row in matrix.tolist()]
-    return section
+
+def _failure(exc: Exception) -> str:
+    """A failure as a row's reason: the library's own message, or the type."""
+    if isinstance(exc, BottlelensError):
+        return str(exc)
+    log.warning("a metric family failed", exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
-def _attribute(
-    model: nn.Module,
-    xs: torch.Tensor,
-    bottlenecks: list[Bottleneck],
-    artifacts_dir: str | Path,
-    cfg: AnalysisConfig,
-    layers: list[LayerResult],
-) -> list[dict[str, Any]]:
-    """Captum at every bottleneck; the summaries also join their layer's rows."""
-    from analysis.attribution import attribute_bottlenecks
+class _Timer:
+    """Seconds spent per stage, summed over the calls of each."""
 
-    reports = attribute_bottlenecks(
-        model,
-        xs,
-        bottlenecks,
-        artifacts_dir,
-        target=cfg.attribution_target,
-        n_maps=cfg.attribution_maps,
-        seed=cfg.seed,
-        n_steps=cfg.attribution_steps,
-    )
-    by_name = {layer.name: layer for layer in layers}
-    for entry in reports:
-        if entry["layer"] in by_name:
-            by_name[entry["layer"]].metrics += entry["metrics"]
-        entry["metrics"] = [asdict(m) for m in entry["metrics"]]
-    return reports
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + spent, 4)
 
 
 def _layer_result(

@@ -1,50 +1,37 @@
-"""The analysis result and its JSON form.
+"""The analysis result and its JSON form (``contract.result.ResultDocument``).
 
 The JSON is the contract shared by the CLI (``--out``), the REST API
-(``GET /v1/analyses/{id}/results``) and the reporting pipeline. ``SCHEMA_VERSION``
-changes whenever a field changes meaning or disappears; new metrics only add rows to
-``layers[*].metrics``.
+(``GET /v1/analyses/{id}/results``) and the reporting pipeline. Families that add a
+section besides their layer rows (``similarity``, ``attribution``, ...) keep it in
+``sections`` under the key the family declares, in the families' order.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.config import AnalysisConfig
-from analysis.types import Bottleneck, MetricValue
+from analysis.config import AnalysisConfig, parse_config
+from analysis.types import Bottleneck
+from contract.families import FAMILIES
+from contract.result import SCHEMA_VERSION, ResultDocument, upgrade_result
+from contract.result import LayerRecord as LayerResult
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "AnalysisResult", "LayerResult"]
 
-
-@dataclass
-class LayerResult:
-    """One captured layer with its metrics (see ``analysis.types.LayerInfo``)."""
-
-    name: str
-    index: int
-    module: str
-    shape: list[int]
-    width: int
-    is_bottleneck: bool
-    projected_to: int | None
-    projection: dict[str, Any] | None = None
-    metrics: list[MetricValue] = field(default_factory=list)
-
-    def metric(self, metric: str, estimator: str) -> MetricValue | None:
-        """The first metric row with this metric and estimator, if any."""
-        for m in self.metrics:
-            if m.metric == metric and m.estimator == estimator:
-                return m
-        return None
+_SECTION_ORDER = [f.section for f in FAMILIES.values() if f.section]
 
 
 @dataclass
 class AnalysisResult:
-    """Everything one analysis measured, with what it needs to be reproduced."""
+    """Everything one analysis measured, with what it needs to be reproduced.
+
+    ``warnings``: what the run changed or left out (samples clipped, a family
+    skipped or failed on a layer); ``sections``: the families' own sections.
+    """
 
     model: dict[str, Any]
     dataset: dict[str, Any]
@@ -52,9 +39,19 @@ class AnalysisResult:
     layers: list[LayerResult]
     bottlenecks: list[Bottleneck]
     provenance: dict[str, Any]
-    similarity: dict[str, Any] | None = None  # CKA: {"layers", "matrix", ...}
-    attribution: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sections: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def similarity(self) -> dict[str, Any] | None:
+        """The CKA section, when the ``cka`` family ran."""
+        return self.sections.get("similarity")
+
+    @property
+    def attribution(self) -> list[dict[str, Any]]:
+        """The attribution entries, when the ``attribution`` family ran."""
+        return self.sections.get("attribution") or []
 
     def layer(self, name: str) -> LayerResult:
         for layer in self.layers:
@@ -63,18 +60,22 @@ class AnalysisResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
+        ordered = sorted(
+            self.sections,
+            key=lambda k: _SECTION_ORDER.index(k) if k in _SECTION_ORDER else 99,
+        )
         return _clean(
             {
                 "schema_version": self.schema_version,
                 "model": self.model,
                 "dataset": self.dataset,
                 "config": self.config.to_dict(),
-                "layers": [asdict(layer) for layer in self.layers],
-                "bottlenecks": [asdict(b) for b in self.bottlenecks],
+                "layers": [layer.model_dump() for layer in self.layers],
+                "bottlenecks": [b.model_dump() for b in self.bottlenecks],
                 "provenance": self.provenance,
-                # Sections of later metric families come after the core ones.
-                "similarity": self.similarity,
-                "attribution": self.attribution,
+                "warnings": list(self.warnings),
+                # Sections of the families come after the core ones.
+                **{key: self.sections[key] for key in ordered},
             }
         )
 
@@ -90,27 +91,17 @@ class AnalysisResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisResult:
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"result schema_version {data.get('schema_version')!r} is not "
-                f"{SCHEMA_VERSION}; re-run the analysis with this bottlelens"
-            )
-        layers = [
-            LayerResult(
-                **{k: v for k, v in layer.items() if k != "metrics"},
-                metrics=[MetricValue(**m) for m in layer["metrics"]],
-            )
-            for layer in data["layers"]
-        ]
+        """Read a result document of any supported schema version."""
+        doc = ResultDocument.model_validate(upgrade_result(data))
         return cls(
-            model=data["model"],
-            dataset=data["dataset"],
-            config=AnalysisConfig.from_dict(data["config"]),
-            layers=layers,
-            bottlenecks=[Bottleneck(**b) for b in data["bottlenecks"]],
-            similarity=data.get("similarity"),
-            attribution=data.get("attribution") or [],
-            provenance=data["provenance"],
+            model=doc.model,
+            dataset=doc.dataset,
+            config=parse_config(doc.config),
+            layers=doc.layers,
+            bottlenecks=doc.bottlenecks,
+            provenance=doc.provenance,
+            warnings=doc.warnings,
+            sections=dict(doc.model_extra or {}),
         )
 
     @classmethod

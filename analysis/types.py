@@ -1,51 +1,19 @@
 """Plain records shared by the analysis modules and the result schema.
 
-They are dataclasses with JSON-ready fields (str, int, float, None, lists, dicts), so
-``dataclasses.asdict`` gives what the result JSON holds.
+``MetricValue`` and ``Bottleneck`` are the contract's result records
+(``contract.result``): the library builds them, the service stores and serves the
+same models. ``LayerInfo`` describes one captured module call.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from contract.result import BottleneckRecord as Bottleneck
+from contract.result import MetricRow as MetricValue
 
-@dataclass
-class MetricValue:
-    """One number measured at one layer by one estimator.
-
-    ``value``, ``ci_low`` and ``ci_high`` are ``None`` when not finite; ``reason`` then
-    says why (``"all points identical"``, ``"fewer samples than k+1"``, ...).
-    ``flags`` are warnings that do not void the value (an InfoNCE bound close to
-    its ``ln(batch)`` ceiling, a KSG estimate on data reduced by PCA, ...).
-    """
-
-    metric: str  # "intrinsic_dimension", later "mi_input", "mi_output", ...
-    estimator: str  # "twonn", "mle", "pca90", "participation_ratio", ...
-    value: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n_samples: int = 0
-    params: dict[str, Any] = field(default_factory=dict)
-    reason: str | None = None
-    flags: list[str] = field(default_factory=list)  # e.g. "near_ceiling"
-
-    def __post_init__(self) -> None:
-        bad = [
-            name
-            for name in ("value", "ci_low", "ci_high")
-            if getattr(self, name) is not None
-            and not math.isfinite(getattr(self, name))
-        ]
-        for name in bad:
-            setattr(self, name, None)
-        if bad and self.reason is None:
-            self.reason = f"non-finite {', '.join(bad)}"
-        for name in ("value", "ci_low", "ci_high"):
-            v = getattr(self, name)
-            if v is not None:
-                setattr(self, name, float(v))
+__all__ = ["Bottleneck", "LayerInfo", "MetricValue"]
 
 
 @dataclass
@@ -71,27 +39,3 @@ class LayerInfo:
     is_leaf: bool
     projected_to: int | None = None
     projection: dict[str, Any] | None = None
-
-
-@dataclass
-class Bottleneck:
-    """A point where the representation narrows by ``factor`` and widens again later.
-
-    ``width_in`` is the widest width before it (since the last narrowing began),
-    ``width`` its own width, ``width_out`` the first width after it that is at least
-    ``factor`` times wider; ``ratio = width_in / width``. ``kind`` says how it narrows:
-    ``"channel"`` (fewer channels, same spatial size), ``"spatial"`` (smaller spatial
-    size, channels not fewer), ``"channel+spatial"`` or ``"dense"`` (1-d features).
-    ``skip_connection`` is true when the enclosing block adds (or concatenates) its
-    input back around the bottleneck, false when it does not, ``None`` when it could
-    not be told (the model could not be traced by torch.fx).
-    """
-
-    layer: str
-    block: str
-    width_in: int
-    width: int
-    width_out: int
-    ratio: float
-    kind: str
-    skip_connection: bool | None
