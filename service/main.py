@@ -73,7 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = get_engine(
         settings.database_url, settings.sqlite_busy_timeout_ms
     )
-    app.state.storage = Storage(settings.storage_dir)
+    app.state.storage = Storage(
+        settings.storage_dir,
+        max_archive_bytes=settings.max_archive_bytes,
+        max_compression_ratio=settings.max_compression_ratio,
+    )
     app.state.queue = TaskQueue(
         settings.broker_url, timeout_s=settings.broker_timeout_s
     )

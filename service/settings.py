@@ -12,6 +12,13 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contract.archives import (
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    DEFAULT_MAX_CSV_COLUMNS,
+    DEFAULT_MAX_CSV_ROWS,
+)
+
 EMBEDDED_DIR = Path(".bottlelens")
 
 
@@ -32,6 +39,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_queued_analyses: int = Field(default=20, ge=1)
     queue_full_retry_after_s: int = Field(default=30, ge=1)
+    # What an upload may unpack to (zip members, declared arrays), checked by the
+    # API from the zip directory and by the worker before anything is allocated.
+    max_archive_bytes: int = Field(default=DEFAULT_MAX_ARCHIVE_BYTES, ge=1)
+    max_compression_ratio: float = Field(default=DEFAULT_MAX_COMPRESSION_RATIO, ge=1)
+    max_csv_columns: int = Field(default=DEFAULT_MAX_CSV_COLUMNS, ge=1)
+    max_csv_rows: int = Field(default=DEFAULT_MAX_CSV_ROWS, ge=2)
     # Leases of the workers and the queue's time limits.
     lease_s: int = Field(default=120, ge=1)
     max_attempts: int = Field(default=3, ge=1)

@@ -25,7 +25,16 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from service.errors import InvalidInput, TooLarge, UnsafeUpload
+from contract.archives import (
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    ArchiveError,
+    ArchiveTooLarge,
+    ArchiveUnsafe,
+    check_zip,
+    read_npy_header,
+)
+from service.errors import InvalidInput, ServiceError, TooLarge, UnsafeUpload
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -94,11 +103,21 @@ class Upload:
     sha256: str = ""
     size: int = 0
     head: bytes = b""
+    max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES
+    max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO
 
 
 class Storage:
-    def __init__(self, root: Path | str) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        max_archive_bytes: int = DEFAULT_MAX_ARCHIVE_BYTES,
+        max_compression_ratio: float = DEFAULT_MAX_COMPRESSION_RATIO,
+    ) -> None:
         self.root = Path(root).resolve()
+        self.max_archive_bytes = max_archive_bytes
+        self.max_compression_ratio = max_compression_ratio
 
     def path(self, sha256: str) -> Path:
         return object_path(self.root, sha256)
@@ -114,7 +133,10 @@ class Storage:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes + _FORM_OVERHEAD:
             raise _too_large(max_bytes)
-        upload = Upload()
+        upload = Upload(
+            max_archive_bytes=self.max_archive_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+        )
         try:
             ctype, options = parse_options_header(request.headers.get("content-type"))
             if ctype == b"multipart/form-data" and options.get(b"boundary"):
@@ -332,9 +354,7 @@ def dataset_format(upload: Upload) -> str:
     """``npz``, ``safetensors`` or ``csv``, told from the bytes."""
     head = _file_head(upload)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        names = _zip_names(upload)
-        if not names or not all(n.endswith(".npy") for n in names):
-            raise InvalidInput("a zip archive that is not an .npz of arrays x and y")
+        _npz_headers(upload)
         return "npz"
     if head[:1] == b"\x80":
         raise UnsafeUpload(
@@ -361,12 +381,52 @@ def _file_head(upload: Upload) -> bytes:
 
 
 def _zip_names(upload: Upload) -> list[str]:
+    """The members' names, once the zip directory passed ``check_zip``: a zip bomb
+    is refused here, before anything is stored or enqueued."""
     assert upload.tmp is not None
     try:
-        with zipfile.ZipFile(upload.tmp) as zf:  # reads the directory, runs nothing
-            return zf.namelist()
-    except zipfile.BadZipFile as exc:
+        with upload.tmp.open("rb") as fp:  # reads the directory, runs nothing
+            infos = check_zip(
+                fp,
+                max_bytes=upload.max_archive_bytes,
+                max_ratio=upload.max_compression_ratio,
+            )
+    except ArchiveError as exc:
+        raise _refusal(exc) from exc
+    return [i.filename for i in infos]
+
+
+def _npz_headers(upload: Upload) -> None:
+    """An ``.npz`` holds ``x.npy`` and optionally ``y.npy`` whose headers declare
+    numeric arrays within the cap; only the headers are read."""
+    names = _zip_names(upload)
+    if "x.npy" not in names or not set(names) <= {"x.npy", "y.npy"}:
+        raise InvalidInput("a zip archive that is not an .npz of arrays x and y")
+    assert upload.tmp is not None
+    try:
+        with zipfile.ZipFile(upload.tmp) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as member:
+                    read_npy_header(
+                        member,
+                        name=info.filename.removesuffix(".npy"),
+                        max_bytes=upload.max_archive_bytes,
+                        data_size=info.file_size,
+                    )
+    except ArchiveError as exc:
+        raise _refusal(exc) from exc
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise InvalidInput(f"a damaged zip archive: {exc}") from exc
+
+
+def _refusal(exc: ArchiveError) -> ServiceError:
+    """Over a size cap is 413; an absurd compression ratio, a bad name or a
+    damaged archive is 422 (sending it uncompressed or repaired fixes it)."""
+    if isinstance(exc, ArchiveTooLarge):
+        return TooLarge(str(exc))
+    if isinstance(exc, ArchiveUnsafe):
+        return UnsafeUpload(str(exc))
+    return InvalidInput(str(exc))
 
 
 def _is_safetensors(head: bytes, size: int) -> bool:

@@ -106,10 +106,7 @@ def _check_model(job: UploadJob) -> dict[str, Any]:
     if job.path is None or job.architecture is None:
         raise InvalidInputError("the model upload has no file or no architecture")
     model, ckpt = load_model(
-        job.architecture,
-        job.architecture_config or {},
-        job.path,
-        max_bytes=_max_bytes(),
+        job.architecture, job.architecture_config or {}, job.path, **_weight_caps()
     )
     return {
         "checkpoint_format": ckpt.format,
@@ -129,8 +126,26 @@ def _check_dataset(job: UploadJob) -> dict[str, Any]:
     }
 
 
-def _max_bytes() -> int:
-    return get_settings().max_upload_bytes
+def _weight_caps() -> dict[str, Any]:
+    """The settings' caps, as ``load_model`` takes them."""
+    settings = get_settings()
+    return {
+        "max_bytes": settings.max_upload_bytes,
+        "max_archive_bytes": settings.max_archive_bytes,
+        "max_compression_ratio": settings.max_compression_ratio,
+    }
+
+
+def _dataset_caps() -> dict[str, Any]:
+    """The settings' caps, as ``load_dataset`` takes them."""
+    settings = get_settings()
+    return {
+        "max_bytes": settings.max_upload_bytes,
+        "max_archive_bytes": settings.max_archive_bytes,
+        "max_compression_ratio": settings.max_compression_ratio,
+        "max_csv_columns": settings.max_csv_columns,
+        "max_csv_rows": settings.max_csv_rows,
+    }
 
 
 def open_dataset(path: str | None, spec: str | None, fmt: str) -> Dataset:
@@ -142,11 +157,11 @@ def open_dataset(path: str | None, spec: str | None, fmt: str) -> Dataset:
     if path is None:
         if spec is None:
             raise InvalidInputError("the dataset has neither a file nor a spec")
-        return load_dataset(spec)
+        return load_dataset(spec, **_dataset_caps())
     with tempfile.TemporaryDirectory(prefix="bottlelens-") as tmp:
         link = Path(tmp) / f"dataset.{fmt}"
         link.symlink_to(path)
-        ds = load_dataset(str(link), max_bytes=_max_bytes())
+        ds = load_dataset(str(link), **_dataset_caps())
     ds.spec = f"sha256:{ds.sha256}"
     ds.name = f"dataset.{fmt}"
     return ds
@@ -235,7 +250,7 @@ def run_job(
         model_ref.architecture,
         model_ref.architecture_config,
         model_ref.path,
-        max_bytes=_max_bytes(),
+        **_weight_caps(),
     )
     dataset = open_dataset(dataset_ref.path, dataset_ref.spec, dataset_ref.format)
     model_info = ckpt.model_info(
