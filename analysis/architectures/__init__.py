@@ -18,9 +18,6 @@ and the accepted keys. A plugin validates its own config.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 import warnings
 from collections.abc import Callable
 from importlib import metadata
@@ -28,7 +25,9 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from analysis.errors import InvalidInputError, UnknownArchitectureError
+from analysis.errors import InvalidInputError, UnknownArchitectureError, from_contract
+from contract import architectures as contract_architectures
+from contract.errors import ContractError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -38,7 +37,7 @@ __all__ = [
     "register_architecture",
 ]
 
-ENTRY_POINT_GROUP = "bottlelens.architectures"
+ENTRY_POINT_GROUP = contract_architectures.ENTRY_POINT_GROUP
 
 Builder = Callable[[dict[str, Any]], nn.Module]
 _BUILTINS: dict[str, Builder] = {}
@@ -154,76 +153,13 @@ def build_model(name: str, config: dict[str, Any] | None = None) -> nn.Module:
     return model
 
 
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is typing.Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is tuple:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(arch: str, key: str, value: Any, tp: Any) -> Any:
-    """Check ``value`` against the annotation ``tp``; lists become tuples."""
-    origin = typing.get_origin(tp)
-    ok: bool
-    if origin is typing.Literal:
-        ok = isinstance(value, str) and value in typing.get_args(tp)
-    elif origin is tuple:
-        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
-        if isinstance(value, list | tuple):
-            return tuple(_coerce(arch, key, v, item) for v in value)
-        ok = False
-    elif origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(tp):
-            try:
-                return _coerce(arch, key, value, option)
-            except InvalidInputError:
-                pass
-        ok = False
-    elif tp is type(None):
-        ok = value is None
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, tp)
-    if not ok:
-        raise InvalidInputError(
-            f"{arch} config key {key!r} must be {_type_name(tp)}, got {value!r}"
-        )
-    return value
-
-
 def parse_config(arch: str, cls: type[_C], config: dict[str, Any]) -> _C:
-    """Turn a user config dict into the dataclass ``cls``, strictly.
-
-    Every key must be a field of ``cls`` and every value must match the field's
-    annotation (``int`` refuses bools and floats; lists become tuples). Range
-    checks live in the dataclass's ``__post_init__``.
-    """
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(cls)
-    accepted = ", ".join(fields)
-    unknown = [k for k in config if k not in fields]
-    if unknown:
-        raise InvalidInputError(
-            f"unknown {arch} config key(s) {', '.join(map(repr, unknown))}; "
-            f"accepted keys: {accepted}"
-        )
+    """Turn a user config dict into the built-in's config dataclass ``cls``,
+    strictly (``contract.architectures.parse_config``): every problem is listed."""
     try:
-        return cls(**{k: _coerce(arch, k, v, hints[k]) for k, v in config.items()})
-    except InvalidInputError as e:
-        raise InvalidInputError(f"{e} (accepted keys: {accepted})") from e
-
-
-def check(arch: str, key: str, ok: bool, requirement: str, value: Any) -> None:
-    """Raise ``InvalidInputError`` naming ``key`` unless ``ok``."""
-    if not ok:
-        raise InvalidInputError(
-            f"{arch} config key {key!r} must be {requirement}, got {value!r}"
-        )
+        return contract_architectures.parse_config(arch, cls, config)
+    except ContractError as exc:
+        raise from_contract(exc) from exc
 
 
 # The built-ins register themselves on import; they need the names above.

@@ -3,41 +3,13 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from analysis.architectures import check, parse_config, register_architecture
-
-
-@dataclass(frozen=True)
-class ConvAutoencoderConfig:
-    in_channels: int = 1
-    image_size: int = 32
-    channels: tuple[int, ...] = (16, 32)
-    latent_dim: int = 8
-
-    def __post_init__(self) -> None:
-        arch = "conv_autoencoder"
-        check(arch, "in_channels", self.in_channels > 0, "> 0", self.in_channels)
-        check(arch, "latent_dim", self.latent_dim > 0, "> 0", self.latent_dim)
-        check(
-            arch,
-            "channels",
-            len(self.channels) > 0 and all(c > 0 for c in self.channels),
-            "a non-empty list of positive ints",
-            list(self.channels),
-        )
-        steps = 2 ** len(self.channels)
-        check(
-            arch,
-            "image_size",
-            self.image_size > 0 and self.image_size % steps == 0,
-            f"a positive multiple of 2**len(channels) = {steps} (each conv halves it)",
-            self.image_size,
-        )
+from analysis.architectures import parse_config, register_architecture
+from contract.architectures import ConvAutoencoderConfig
 
 
 class ConvAutoencoder(nn.Module):

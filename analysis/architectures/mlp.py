@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
-from analysis.architectures import check, parse_config, register_architecture
+from analysis.architectures import parse_config, register_architecture
+from contract.architectures import MLPConfig
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
 }
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    in_features: int = 64
-    widths: tuple[int, ...] = (256, 16, 256)
-    out_features: int = 10
-    activation: Literal["relu", "tanh", "gelu"] = "relu"
-
-    def __post_init__(self) -> None:
-        check("mlp", "in_features", self.in_features > 0, "> 0", self.in_features)
-        check("mlp", "out_features", self.out_features > 0, "> 0", self.out_features)
-        check(
-            "mlp",
-            "widths",
-            all(w > 0 for w in self.widths),
-            "a list of positive ints",
-            list(self.widths),
-        )
 
 
 class MLP(nn.Sequential):

@@ -9,42 +9,13 @@ torchvision, one in-place ``relu`` module is called three times per block and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from analysis.architectures import check, parse_config, register_architecture
-
-
-@dataclass(frozen=True)
-class ResNetConfig:
-    in_channels: int = 3
-    num_classes: int = 1000
-    layers: tuple[int, ...] = (3, 4, 6, 3)
-    widths: tuple[int, ...] = (64, 128, 256, 512)
-    stem_width: int = 64
-    small_input: bool = False
-
-    def __post_init__(self) -> None:
-        for key in ("in_channels", "num_classes", "stem_width"):
-            value = getattr(self, key)
-            check("resnet", key, value > 0, "> 0", value)
-        check(
-            "resnet",
-            "layers",
-            len(self.layers) > 0 and all(n > 0 for n in self.layers),
-            "a non-empty list of positive ints",
-            list(self.layers),
-        )
-        check(
-            "resnet",
-            "widths",
-            len(self.widths) == len(self.layers) and all(w > 0 for w in self.widths),
-            f"a list of {len(self.layers)} positive ints (one per stage in 'layers')",
-            list(self.widths),
-        )
+from analysis.architectures import parse_config, register_architecture
+from contract.architectures import ResNetConfig
 
 
 class Bottleneck(nn.Module):

@@ -7,27 +7,13 @@ Each down step halves H and W and doubles the channels, so the flattened width
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from analysis.architectures import check, parse_config, register_architecture
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    in_channels: int = 1
-    out_channels: int = 1
-    base_channels: int = 16
-    depth: int = 3
-
-    def __post_init__(self) -> None:
-        for key in ("in_channels", "out_channels", "base_channels"):
-            value = getattr(self, key)
-            check("unet", key, value > 0, "> 0", value)
-        check("unet", "depth", 1 <= self.depth <= 8, "between 1 and 8", self.depth)
+from analysis.architectures import parse_config, register_architecture
+from contract.architectures import UNetConfig
 
 
 class DoubleConv(nn.Sequential):
