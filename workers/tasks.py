@@ -87,7 +87,12 @@ def validate_upload(kind: Kind, object_id: str) -> str:
     if job is None:
         return "skipped"
     try:
-        info = _check_model(job) if job.kind == "model" else _check_dataset(job)
+        limit = _max_bytes(job.team_id)
+        info = (
+            _check_model(job, limit)
+            if job.kind == "model"
+            else _check_dataset(job, limit)
+        )
     except Exception as exc:
         # Anything unexpected rejects too: an upload must not stay validating.
         code, message = _failure(exc)
@@ -102,11 +107,14 @@ def validate_upload(kind: Kind, object_id: str) -> str:
     return "ready"
 
 
-def _check_model(job: UploadJob) -> dict[str, Any]:
+def _check_model(job: UploadJob, max_bytes: int) -> dict[str, Any]:
     if job.path is None or job.architecture is None:
         raise InvalidInputError("the model upload has no file or no architecture")
     model, ckpt = load_model(
-        job.architecture, job.architecture_config or {}, job.path, **_weight_caps()
+        job.architecture,
+        job.architecture_config or {},
+        job.path,
+        **_weight_caps(max_bytes),
     )
     return {
         "checkpoint_format": ckpt.format,
@@ -115,8 +123,8 @@ def _check_model(job: UploadJob) -> dict[str, Any]:
     }
 
 
-def _check_dataset(job: UploadJob) -> dict[str, Any]:
-    ds = open_dataset(job.path, job.spec, job.format)
+def _check_dataset(job: UploadJob, max_bytes: int) -> dict[str, Any]:
+    ds = open_dataset(job.path, job.spec, job.format, max_bytes=max_bytes)
     return {
         "n_samples": len(ds.x),
         "sample_shape": list(ds.x.shape[1:]),
@@ -126,21 +134,28 @@ def _check_dataset(job: UploadJob) -> dict[str, Any]:
     }
 
 
-def _weight_caps() -> dict[str, Any]:
-    """The settings' caps, as ``load_model`` takes them."""
+def _max_bytes(team_id: str) -> int:
+    """The team's upload limit: the one the API took its files under."""
+    with session_scope() as session:
+        return store.team_max_upload_bytes(session, team_id)
+
+
+def _weight_caps(max_bytes: int | None) -> dict[str, Any]:
+    """The caps as ``load_model`` takes them: the team's upload limit
+    (``max_bytes``; None: the settings'), the settings' archive caps."""
     settings = get_settings()
     return {
-        "max_bytes": settings.max_upload_bytes,
+        "max_bytes": max_bytes or settings.max_upload_bytes,
         "max_archive_bytes": settings.max_archive_bytes,
         "max_compression_ratio": settings.max_compression_ratio,
     }
 
 
-def _dataset_caps() -> dict[str, Any]:
-    """The settings' caps, as ``load_dataset`` takes them."""
+def _dataset_caps(max_bytes: int | None) -> dict[str, Any]:
+    """The caps as ``load_dataset`` takes them; ``max_bytes`` as for weights."""
     settings = get_settings()
     return {
-        "max_bytes": settings.max_upload_bytes,
+        "max_bytes": max_bytes or settings.max_upload_bytes,
         "max_archive_bytes": settings.max_archive_bytes,
         "max_compression_ratio": settings.max_compression_ratio,
         "max_csv_columns": settings.max_csv_columns,
@@ -148,20 +163,23 @@ def _dataset_caps() -> dict[str, Any]:
     }
 
 
-def open_dataset(path: str | None, spec: str | None, fmt: str) -> Dataset:
+def open_dataset(
+    path: str | None, spec: str | None, fmt: str, *, max_bytes: int | None = None
+) -> Dataset:
     """Load a stored dataset file (it has no suffix: give it its format's) or a spec.
 
     A stored file's ``spec`` in the result is ``sha256:<hash>``, which says what was
-    analysed without naming a path inside the server.
+    analysed without naming a path inside the server. ``max_bytes``: the owning
+    team's upload limit (None: the settings').
     """
     if path is None:
         if spec is None:
             raise InvalidInputError("the dataset has neither a file nor a spec")
-        return load_dataset(spec, **_dataset_caps())
+        return load_dataset(spec, **_dataset_caps(max_bytes))
     with tempfile.TemporaryDirectory(prefix="bottlelens-") as tmp:
         link = Path(tmp) / f"dataset.{fmt}"
         link.symlink_to(path)
-        ds = load_dataset(str(link), **_dataset_caps())
+        ds = load_dataset(str(link), **_dataset_caps(max_bytes))
     ds.spec = f"sha256:{ds.sha256}"
     ds.name = f"dataset.{fmt}"
     return ds
@@ -198,6 +216,7 @@ def run_analysis(self: Any, analysis_id: str) -> str:
                 job.config,
                 progress=lease.report,
                 artifacts_dir=artifacts_dir(settings.storage_dir, analysis_id),
+                max_bytes=_max_bytes(job.team_id),
             )
             lease.check()
         with session_scope() as session:
@@ -240,19 +259,23 @@ def run_job(
     *,
     progress: Any = None,
     artifacts_dir: Path | None = None,
+    max_bytes: int | None = None,
 ) -> dict[str, Any]:
     """Load the model and dataset of a job and analyse; the result's JSON form.
 
     ``artifacts_dir`` receives attribution maps when the config asks for them (the
-    result holds paths relative to it).
+    result holds paths relative to it). ``max_bytes``: the owning team's upload
+    limit (None: the settings').
     """
     model, ckpt = load_model(
         model_ref.architecture,
         model_ref.architecture_config,
         model_ref.path,
-        **_weight_caps(),
+        **_weight_caps(max_bytes),
     )
-    dataset = open_dataset(dataset_ref.path, dataset_ref.spec, dataset_ref.format)
+    dataset = open_dataset(
+        dataset_ref.path, dataset_ref.spec, dataset_ref.format, max_bytes=max_bytes
+    )
     model_info = ckpt.model_info(
         model_ref.architecture, model_ref.architecture_config, model_ref.filename
     )

@@ -34,6 +34,7 @@ from service.store.jobs import (
     heartbeat,
     lease_expires_in,
     save_results,
+    team_max_upload_bytes,
 )
 from service.store.teams import (
     api_key_for_token,
@@ -89,5 +90,6 @@ __all__ = [
     "ping",
     "revoke_api_key",
     "save_results",
+    "team_max_upload_bytes",
     "uploads_to_reconcile",
 ]

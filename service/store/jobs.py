@@ -22,6 +22,7 @@ from service.models import (
     LayerRow,
     MetricRow,
     ModelRow,
+    TeamRow,
     utcnow,
 )
 from service.results import (
@@ -120,6 +121,15 @@ def claim_analysis(
     )
 
 
+def team_max_upload_bytes(session: Session, team_id: str) -> int:
+    """The largest upload a team may make: its own limit, else the settings'. The
+    worker checks files against the limit the API took them under."""
+    limit = session.scalar(
+        select(TeamRow.max_upload_bytes).where(TeamRow.id == team_id)
+    )
+    return limit or get_settings().max_upload_bytes
+
+
 def lease_expires_in(
     session: Session, analysis_id: str, *, now: datetime | None = None
 ) -> float | None:
@@ -205,25 +215,33 @@ def fail_analysis(
 def analyses_to_reconcile(
     session: Session, *, now: datetime, queued_grace_s: float, limit: int = 500
 ) -> list[tuple[str, str]]:
-    """``(id, queue)`` of analyses to enqueue again: queued ones not enqueued for
-    ``queued_grace_s``, and running ones whose lease expired. Each is stamped as
-    enqueued now, so the next pass within the grace skips it."""
+    """``(id, queue)`` of analyses to enqueue again, each stamped as enqueued now.
+
+    - queued ones not enqueued for ``queued_grace_s`` (the message was lost);
+    - running ones whose lease expired and that were not sent since it expired, at
+      once: their worker is gone (killed, or the service restarted), so waiting for
+      the queued grace would leave them ``running`` for minutes. One that was sent
+      and is still unclaimed is sent again only after the grace, as a queued one.
+    """
     begin_write(session)
-    stale = or_(
+    grace_over = or_(
         AnalysisRow.enqueued_at.is_(None),
         AnalysisRow.enqueued_at <= now - timedelta(seconds=queued_grace_s),
+    )
+    lease_expired = and_(
+        AnalysisRow.status == "running",
+        AnalysisRow.lease_expires_at <= now,
+    )
+    not_sent_since = or_(
+        grace_over, AnalysisRow.enqueued_at <= AnalysisRow.lease_expires_at
     )
     rows = session.scalars(
         select(AnalysisRow)
         .where(
-            stale,
             or_(
-                AnalysisRow.status == "queued",
-                and_(
-                    AnalysisRow.status == "running",
-                    AnalysisRow.lease_expires_at <= now,
-                ),
-            ),
+                and_(AnalysisRow.status == "queued", grace_over),
+                and_(lease_expired, not_sent_since),
+            )
         )
         .order_by(AnalysisRow.created_at)
         .limit(limit)

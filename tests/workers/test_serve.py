@@ -35,18 +35,20 @@ def _user_env() -> dict[str, str]:
     return env | {"OMP_NUM_THREADS": "1"}
 
 
-def _processes_in(folder: Path) -> list[str]:
-    """Processes (other than this one) whose working directory is ``folder``."""
+def _processes_in(folder: Path, *, with_pids: bool = False) -> list:
+    """Processes (other than this one) whose working directory is ``folder``: their
+    command lines, or ``(pid, command line)`` pairs."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             if Path(os.readlink(entry / "cwd")) == folder:
-                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" "))
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append((int(entry.name), cmdline.decode(errors="replace")))
         except OSError:
             continue
-    return [c.decode(errors="replace") for c in found]
+    return found if with_pids else [c for _, c in found]
 
 
 @pytest.fixture

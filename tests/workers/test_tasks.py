@@ -345,9 +345,8 @@ def test_run_job_writes_attribution_maps_into_the_artifacts_dir(tmp_path) -> Non
         "samples": 80,
         "device": "cpu",
         "metrics": ["id", "attribution", "cka"],
-        "id_methods": ["twonn"],
-        "attribution_maps": 2,
-        "attribution_steps": 8,
+        "id": {"methods": ["twonn"]},
+        "attribution": {"maps": 2, "steps": 8},
     }
     result = run_job(model, data, config, artifacts_dir=tmp_path / "art")
     (entry,) = result["attribution"]
@@ -355,3 +354,36 @@ def test_run_job_writes_attribution_maps_into_the_artifacts_dir(tmp_path) -> Non
     assert all((tmp_path / "art" / f).is_file() for f in entry["files"]["png"])
     assert result["similarity"]["matrix"] is not None
     assert result["config"]["device"] == "cpu"
+
+
+def test_the_worker_checks_uploads_against_the_teams_limit(make_stack, inputs) -> None:
+    """The settings' limit is below the files, the team's own is above: the API
+    takes them and so does the worker; a limit lowered later rejects them."""
+    from sqlalchemy import update
+
+    from service import store
+    from service.db import session_scope
+    from service.models import TeamRow
+    from workers.tasks import run_analysis, validate_upload
+
+    size = inputs.weights.stat().st_size
+    stack = make_stack(db="sqlite", broker="sqlite", max_upload_bytes=size - 1)
+    with session_scope() as session:
+        store.create_team(session, "big", max_upload_bytes=1024**2)
+    with session_scope() as session:
+        _, stack.token = store.create_api_key(session, "big", "read,submit")
+    model_id = stack.upload_model(inputs.weights)
+    dataset_id = stack.upload_dataset(inputs.data)
+    later_id = stack.upload_model(inputs.weights)
+    assert validate_upload.apply(args=("model", model_id)).get() == "ready"
+    assert validate_upload.apply(args=("dataset", dataset_id)).get() == "ready"
+    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    assert run_analysis.apply(args=(analysis_id,)).get() == "succeeded"
+
+    with session_scope() as session:
+        session.execute(
+            update(TeamRow).where(TeamRow.name == "big").values(max_upload_bytes=100)
+        )
+    assert validate_upload.apply(args=("model", later_id)).get() == "rejected"
+    rejected = stack.get(f"/v1/models/{later_id}")
+    assert rejected["error"]["code"] == "too_large", rejected
