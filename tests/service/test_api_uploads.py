@@ -6,6 +6,7 @@ import io
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -353,3 +354,71 @@ def test_model_list_is_paginated_with_total(client: TestClient, team: Team) -> N
     assert [m["id"] for m in page["data"]] == ids[::-1][1:3]
     r = client.get("/v1/models?limit=0", headers=team.headers("read"))
     assert r.status_code == 422 and r.json()["code"] == "invalid_input"
+
+
+def _deflated_zeros_npz(n_bytes: int) -> bytes:
+    """An .npz whose ``x.npy`` is ``n_bytes`` zeros (header included), deflated;
+    built without numpy, in 1 MiB steps."""
+    buf = io.BytesIO()
+    with (
+        zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf,
+        zf.open("x.npy", "w", force_zip64=True) as f,
+    ):
+        header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }" % (
+            (n_bytes - 128) // 4
+        )
+        header = header.ljust(117) + b"\n"
+        f.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+        for _ in range((n_bytes - 128) // 2**20):
+            f.write(bytes(2**20))
+    return buf.getvalue()
+
+
+def _upload_dataset(client: TestClient, team: Team, content: bytes) -> Any:
+    return client.post(
+        "/v1/datasets", headers=team.headers(), files={"file": ("d.npz", content)}
+    )
+
+
+def test_zip_bomb_dataset_is_refused_at_once(
+    client: TestClient, team: Team, settings: Settings, sent: list
+) -> None:
+    bomb = _deflated_zeros_npz(32 * 2**20 + 128)  # 32 MiB of zeros
+    assert len(bomb) < settings.max_upload_bytes
+    r = _upload_dataset(client, team, bomb)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "invalid_input"
+    assert "inflates" in r.json()["message"] and "savez" in r.json()["message"]
+    assert sent == [] and _files_under(settings.storage_dir) == set()
+    # Under a ratio cap it lets through, the unpacked total is over the cap: 413.
+    storage = client.app.state.storage  # type: ignore[attr-defined]
+    storage.max_compression_ratio = 10**6
+    storage.max_archive_bytes = 2**20
+    r = _upload_dataset(client, team, bomb)
+    assert r.status_code == 413 and r.json()["code"] == "too_large"
+    assert "unpacks to" in r.json()["message"]
+    assert sent == [] and _files_under(settings.storage_dir) == set()
+
+
+def test_declared_huge_array_is_413_at_once(
+    client: TestClient, team: Team, settings: Settings, sent: list
+) -> None:
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+    header = header.ljust(117) + b"\n"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(
+            "x.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header
+        )
+    r = _upload_dataset(client, team, buf.getvalue())
+    assert r.status_code == 413, r.text
+    assert "declares 1000000000000 elements" in r.json()["message"]
+    assert sent == []
+
+
+def test_npz_of_other_arrays_is_422(client: TestClient, team: Team) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("labels.npy", b"")
+    r = _upload_dataset(client, team, buf.getvalue())
+    assert r.status_code == 422 and "arrays x and y" in r.json()["message"]
