@@ -32,6 +32,7 @@ from analysis.errors import (
     CheckpointMismatchError,
     InvalidInputError,
     UnsafeFileError,
+    from_contract,
 )
 from analysis.safefiles import (
     DEFAULT_MAX_BYTES,
@@ -46,6 +47,8 @@ from contract.archives import (
     ArchiveError,
     check_zip,
 )
+from contract.errors import ContractError
+from contract.formats import HEAD_BYTES, SAFE_ADVICE, detect_format, is_zip
 
 __all__ = ["Checkpoint", "load_model", "load_weights_into", "read_checkpoint"]
 
@@ -53,11 +56,6 @@ ACCEPTED = (
     "safetensors (.safetensors), a state dict saved with torch.save (.pt, .pth), "
     "a torch.export program (.pt2, with allow_code_checkpoints=True)"
 )
-SAFE_ADVICE = (
-    "Save the weights as a state dict instead: torch.save(model.state_dict(), path), "
-    "or as safetensors: safetensors.torch.save_file(model.state_dict(), path)."
-)
-_PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 _MAX_LISTED = 20
 
 
@@ -97,36 +95,24 @@ class Checkpoint:
         }
 
 
-def _detect(data: bytes, suffix: str) -> str:
-    if data[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        return "zip"
-    if len(data) > 9 and data[8:9] == b"{":
-        return "safetensors"
-    if (len(data) > 1 and data[0] == 0x80 and 2 <= data[1] <= 5) or (
-        suffix in _PICKLE_SUFFIXES
-    ):
-        return "pickle"  # torch.load(weights_only=True) decides
-    if suffix in (".ts", ".torchscript"):
-        return "torchscript"
-    raise InvalidInputError(f"unknown weight file format; accepted: {ACCEPTED}")
-
-
-def _zip_kind(data: bytes, *, max_bytes: int, max_ratio: float) -> str:
-    try:  # the directory only: no member is read here
-        infos = check_zip(io.BytesIO(data), max_bytes=max_bytes, max_ratio=max_ratio)
-    except ArchiveError as e:
-        raise from_archive_error(e) from e
-    # Inside the archive's root folder, which is named after the saved file.
-    paths = [i.filename.split("/")[1:] for i in infos]
-    if any(p[-1:] == ["constants.pkl"] or "code" in p[:-1] for p in paths):
-        return "torchscript"
-    if any(p[-1:] == ["archive_format"] or "models" in p[:-1] for p in paths):
-        return "export"
-    if any(p[-1:] == ["data.pkl"] for p in paths):
-        return "pickle"
-    raise InvalidInputError(
-        f"a zip archive that is not a torch checkpoint; accepted: {ACCEPTED}"
-    )
+def _format(data: bytes, suffix: str, *, max_bytes: int, max_ratio: float) -> str:
+    """The format by ``contract.formats.detect_format``, as the API tells it; a
+    zip's directory passes the archive caps first (no member is read here)."""
+    names = None
+    if is_zip(data):
+        try:
+            infos = check_zip(
+                io.BytesIO(data), max_bytes=max_bytes, max_ratio=max_ratio
+            )
+        except ArchiveError as e:
+            raise from_archive_error(e) from e
+        names = [i.filename for i in infos]
+    try:
+        return detect_format(
+            data[:HEAD_BYTES], len(data), kind="model", zip_names=names, suffix=suffix
+        )
+    except ContractError as e:
+        raise from_contract(e) from e
 
 
 def _torch_load(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -220,11 +206,9 @@ def read_checkpoint(
     data = read_regular_file(path, max_bytes)
     digest, size = sha256(data).hexdigest(), len(data)
     suffix = Path(os.fspath(path)).suffix.lower()
-    kind = _detect(data, suffix)
-    if kind == "zip":
-        kind = _zip_kind(
-            data, max_bytes=max_archive_bytes, max_ratio=max_compression_ratio
-        )
+    kind = _format(
+        data, suffix, max_bytes=max_archive_bytes, max_ratio=max_compression_ratio
+    )
     if kind == "torchscript":
         raise UnsafeFileError(
             f"{path} is a TorchScript archive, which runs code when loaded and is "

@@ -198,7 +198,9 @@ def parse_config(arch: str, cls: type[_C], config: dict[str, Any]) -> _C:
             except ContractError as exc:
                 problems.append(str(exc))
     if problems:
-        raise ContractError(f"invalid {arch} config", problems)
+        raise ContractError(
+            f"invalid {arch} config (accepted keys: {accepted})", problems
+        )
     try:
         return cls(**values)
     except ContractError as exc:

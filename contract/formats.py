@@ -79,6 +79,8 @@ def detect_format(
         return _zip_format(zip_names, kind)
     if is_pickle(head):
         return "pickle"
+    if head[8:9] == b"{":
+        return "safetensors"  # with a broken length: its parser says what is wrong
     if kind == "model":
         if suffix.lower() in _PICKLE_SUFFIXES:
             return "pickle"

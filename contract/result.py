@@ -29,12 +29,24 @@ FLAGS: dict[str, str] = {
 }
 
 
+def _by_position(cls: type[BaseModel], args: tuple, data: dict) -> dict:
+    """Keyword values for ``cls`` from positional ``args`` in field order."""
+    names = list(cls.model_fields)
+    if len(args) > len(names):
+        raise TypeError(f"{cls.__name__} takes at most {len(names)} positional values")
+    for name, value in zip(names, args, strict=False):
+        if name in data:
+            raise TypeError(f"{cls.__name__} got {name!r} twice")
+        data[name] = value
+    return data
+
+
 class MetricRow(BaseModel):
     """One number measured at one layer by one estimator.
 
     ``value``, ``ci_low`` and ``ci_high`` are ``None`` when not finite; ``reason``
     then says why. ``flags`` are warnings that do not void the value (``FLAGS``).
-    Built positionally as ``MetricRow(metric, estimator, value, ...)`` too.
+    Built positionally too, in the order of the fields.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,19 +61,8 @@ class MetricRow(BaseModel):
     reason: str | None = None
     flags: list[str] = Field(default_factory=list)
 
-    def __init__(
-        self,
-        metric: str | None = None,
-        estimator: str | None = None,
-        value: float | None = None,
-        **data: Any,
-    ) -> None:
-        if metric is not None:
-            data["metric"] = metric
-        if estimator is not None:
-            data["estimator"] = estimator
-        data.setdefault("value", value)
-        super().__init__(**data)
+    def __init__(self, *args: Any, **data: Any) -> None:
+        super().__init__(**_by_position(type(self), args, data))
 
     @model_validator(mode="before")
     @classmethod
@@ -130,6 +131,9 @@ class BottleneckRecord(BaseModel):
     ratio: float
     kind: str
     skip_connection: bool | None
+
+    def __init__(self, *args: Any, **data: Any) -> None:
+        super().__init__(**_by_position(type(self), args, data))
 
 
 class ResultDocument(BaseModel):

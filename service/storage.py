@@ -34,19 +34,17 @@ from contract.archives import (
     check_zip,
     read_npy_header,
 )
+from contract.errors import ContractError
+from contract.formats import HEAD_BYTES, Kind, detect_format, is_zip, refusal
 from service.errors import InvalidInput, ServiceError, TooLarge, UnsafeUpload
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HEAD = 4096
+_HEAD = HEAD_BYTES
 _FIELD_MAX = 1024 * 1024
 _FORM_OVERHEAD = 64 * 1024
-SAFE_ADVICE = (
-    "save a state dict instead: torch.save(model.state_dict(), path), or "
-    "safetensors.torch.save_file(model.state_dict(), path)"
-)
 
 
 def object_path(storage_dir: Path | str, sha256: str) -> Path:
@@ -314,62 +312,38 @@ def _too_large(max_bytes: int) -> TooLarge:
 
 
 def weights_format(upload: Upload) -> str:
-    """``safetensors`` or ``state_dict`` (a torch.save zip), told from the bytes.
-
-    Only what needs no torch is decided here; the worker reads the file for real.
+    """``safetensors`` or ``state_dict`` (a torch.save zip), told from the bytes by
+    ``contract.formats.detect_format`` (as the worker and the CLI tell it); formats
+    that run code when loaded are refused here. The worker reads the file for real.
     """
-    head = _file_head(upload)
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        names = _zip_names(upload)
-        parts = [n.split("/")[1:] for n in names]
-        if any(p[-1:] == ["constants.pkl"] or "code" in p[:-1] for p in parts):
-            raise UnsafeUpload(
-                "a TorchScript archive runs code when loaded and is never accepted; "
-                + SAFE_ADVICE
-            )
-        if any(p[-1:] == ["archive_format"] or "models" in p[:-1] for p in parts):
-            raise UnsafeUpload(
-                "a torch.export program (.pt2) can run code when loaded; the service "
-                "does not accept it; " + SAFE_ADVICE
-            )
-        if any(p[-1:] == ["data.pkl"] for p in parts):
-            return "state_dict"
-        raise InvalidInput(
-            "a zip archive that is not a torch.save file; " + SAFE_ADVICE
-        )
-    if head[:1] == b"\x80":
-        raise UnsafeUpload(
-            "a plain pickle stream (a pickled object, or torch.save with the legacy "
-            "format) can run code when loaded and is refused; " + SAFE_ADVICE
-        )
-    if _is_safetensors(head, upload.size):
-        return "safetensors"
-    raise InvalidInput(
-        "unknown weight file format; accepted: safetensors, or a state dict saved "
-        "with torch.save (.pt, .pth)"
-    )
+    fmt = _detect(upload, "model")
+    why = refusal(fmt)
+    if why is not None:
+        raise UnsafeUpload(why)
+    return fmt
 
 
 def dataset_format(upload: Upload) -> str:
-    """``npz``, ``safetensors`` or ``csv``, told from the bytes."""
-    head = _file_head(upload)
-    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
-        _npz_headers(upload)
-        return "npz"
-    if head[:1] == b"\x80":
+    """``npz``, ``safetensors`` or ``csv``, told from the bytes (a pickle is
+    refused); an ``.npz``'s members are checked from their headers."""
+    fmt = _detect(upload, "dataset")
+    if fmt == "pickle":
         raise UnsafeUpload(
             "a pickle stream can run code when loaded and is refused; save the "
             "arrays with numpy.savez(path, x=x, y=y)"
         )
-    if _is_safetensors(head, upload.size):
-        return "safetensors"
+    if fmt == "npz":
+        _npz_headers(upload)
+    return fmt
+
+
+def _detect(upload: Upload, kind: Kind) -> str:
+    head = _file_head(upload)
+    names = _zip_names(upload) if is_zip(head) else None
     try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:  # the head may end inside a character
-        text = head[: exc.start].decode() if exc.start >= len(head) - 3 else ""
-    if text and "\x00" not in text:
-        return "csv"
-    raise InvalidInput("unknown dataset format; accepted: .npz, .safetensors, .csv")
+        return detect_format(head, upload.size, kind=kind, zip_names=names)
+    except ContractError as exc:
+        raise InvalidInput(str(exc), code=exc.code) from exc
 
 
 def _file_head(upload: Upload) -> bytes:
@@ -427,10 +401,3 @@ def _refusal(exc: ArchiveError) -> ServiceError:
     if isinstance(exc, ArchiveUnsafe):
         return UnsafeUpload(str(exc))
     return InvalidInput(str(exc))
-
-
-def _is_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 10 or head[8:9] != b"{":
-        return False
-    header_len = int.from_bytes(head[:8], "little")
-    return 2 <= header_len <= size - 8

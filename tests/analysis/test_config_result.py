@@ -6,40 +6,67 @@ import json
 
 import pytest
 
-from analysis.config import AnalysisConfig
+from analysis.config import AnalysisConfig, parse_config
 from analysis.errors import InvalidInputError
 from analysis.result import SCHEMA_VERSION, AnalysisResult, LayerResult
 from analysis.types import Bottleneck, MetricValue
 
 
 def test_config_round_trips_and_is_frozen() -> None:
-    cfg = AnalysisConfig.from_dict(
-        {"samples": 500, "id_methods": "twonn,mle", "id_params": {"mle": {"k": 10}}}
+    cfg = parse_config(
+        {"samples": 500, "id": {"methods": ["twonn", "mle"], "params": {"mle": {"k": 10}}}}
     )
-    assert cfg.id_methods == ("twonn", "mle")
-    assert AnalysisConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(AttributeError):
+    assert cfg.section("id").methods == ("twonn", "mle")
+    assert parse_config(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="frozen"):
         cfg.samples = 3  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
     ("data", "says"),
     [
-        ({"sampels": 10}, "sampels"),
-        ({"id_methods": ["twonn", "nope"]}, "nope"),
-        ({"samples": 1}, "samples must be at least 3"),
+        ({"sampels": 10}, "sampels: unknown key"),
+        ({"id": {"methods": ["twonn", "nope"]}}, "unknown estimator 'nope'"),
+        ({"samples": 1}, "samples: Input should be greater than or equal to 3"),
         ({"budget": 0}, "budget"),
         ({"bottleneck_factor": 1.0}, "bottleneck_factor"),
         ({"version": 99}, "version 99"),
-        ({"samples": "ten"}, "samples must be int or null"),
-        ({"seed": True}, "seed must be int"),
-        ({"id_params": {"mle": 3}}, "id_params"),
+        ({"samples": "ten"}, "samples: Input should be a valid integer"),
+        ({"seed": True}, "seed: Input should be a valid integer"),
+        ({"id": {"params": {"mle": 3}}}, "id.params.mle"),
         ({"metrics": ["id", "astrology"]}, "astrology"),
+        ({"id_methods": ["twonn"]}, "id_methods: this key is now id.methods"),
     ],
 )
 def test_config_rejects_bad_values_by_name(data: dict, says: str) -> None:
     with pytest.raises(InvalidInputError, match=says):
-        AnalysisConfig.from_dict(data)
+        parse_config(data)
+
+
+def test_config_lists_every_problem_at_once() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        parse_config({"samples": 1, "foo": 1, "metrics": ["entropy"], "budget": 0})
+    problems = info.value.problems
+    assert len(problems) == 4, problems
+    for word in ("samples", "foo", "entropy", "budget"):
+        assert any(word in p for p in problems), (word, problems)
+
+
+def test_version_1_config_is_read_with_the_same_meaning() -> None:
+    old = {
+        "version": 1,
+        "metrics": ["id", "mi", "attribution"],
+        "id_methods": ["twonn"],
+        "mi_max_dim": 8,
+        "mi_params": {"ksg": {"k": 5}},
+        "probe_cv": 3,
+        "attribution_target": None,
+    }
+    cfg = parse_config(old)
+    assert cfg.section("id").methods == ("twonn",)
+    assert cfg.section("mi").params == {"ksg": {"k": 5, "max_dim": 8}}
+    assert cfg.section("probe").cv == 3
+    assert cfg.section("attribution").target == "predicted"
 
 
 def test_metric_value_turns_non_finite_into_none_with_reason() -> None:
@@ -74,7 +101,7 @@ def _result() -> AnalysisResult:
     return AnalysisResult(
         model={"architecture": "mlp"},
         dataset={"spec": "sklearn:digits"},
-        config=AnalysisConfig(),
+        config=parse_config({}),
         layers=[layer],
         bottlenecks=[neck],
         provenance={"seed": 0, "duration_s": float("inf")},
@@ -94,9 +121,8 @@ def test_result_json_round_trip_and_no_nan(tmp_path) -> None:
         "config",
         "layers",
         "bottlenecks",
-        "similarity",
-        "attribution",
         "provenance",
+        "warnings",
     }
     assert data["layers"][0]["metrics"][1] == {
         "metric": "intrinsic_dimension",
@@ -117,6 +143,16 @@ def test_result_json_round_trip_and_no_nan(tmp_path) -> None:
     result.save(path)
     assert json.loads(path.read_text()) == data
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_result_of_schema_version_1_is_read() -> None:
+    data = _result().to_dict()
+    data["schema_version"] = 1
+    del data["warnings"]
+    data["config"] = {"version": 1, "id_methods": ["mle"]}
+    again = AnalysisResult.from_dict(data)
+    assert again.config.section("id").methods == ("mle",)
+    assert again.warnings == []
 
 
 def test_result_from_other_schema_version_is_refused() -> None:

@@ -128,7 +128,7 @@ def test_wide_layers_are_projected_and_recorded() -> None:
     result = analyse(
         model,
         x,
-        {"samples": 200, "budget": 64, "layers": "all", "id_methods": ["twonn"]},
+        {"samples": 200, "budget": 64, "layers": "all", "id": {"methods": ["twonn"]}},
         device="cpu",
     )
     wide = [layer for layer in result.layers if layer.width == 256]
@@ -203,7 +203,7 @@ def test_bad_estimator_parameters_fail_before_capture(
     monkeypatch.setattr(pipeline, "capture", no_capture)
     model = build_model("mlp", {"in_features": 4, "widths": [8], "out_features": 2})
     with pytest.raises(InvalidInputError, match=says):
-        analyse(model, torch.randn(40, 4), {"id_params": id_params}, device="cpu")
+        analyse(model, torch.randn(40, 4), {"id": {"params": id_params}}, device="cpu")
 
 
 def test_a_layer_with_nan_outputs_gets_reasons_not_a_crash() -> None:
@@ -213,7 +213,7 @@ def test_a_layer_with_nan_outputs_gets_reasons_not_a_crash() -> None:
     result = analyse(
         model,
         torch.randn(60, 4),
-        {"layers": "head", "id_methods": ["twonn", "pca90"]},
+        {"layers": "head", "id": {"methods": ["twonn", "pca90"]}},
         device="cpu",
     )
     rows = result.layer("head").metrics
