@@ -36,21 +36,9 @@ class WorkerConfigError(ValueError):
     """The worker settings contradict each other; the message says what to change."""
 
 
-def cpu_threads() -> int:
-    """Threads for one task: the CPUs this process may run on."""
-    return max(1, len(os.sched_getaffinity(0)))
-
-
-_THREADS_FROM_USER = os.environ.get("OMP_NUM_THREADS")
-
-
-def _limit_threads() -> None:
-    """One thread pool does the math (torch); numpy's BLAS stays single-threaded.
-
-    On a few cores two pools spinning at once can slow a run by 100x (FACTS.md).
-    Set before numpy or torch is imported; an explicit environment wins.
-    """
-    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads()))
+def _single_threaded_blas() -> None:
+    """numpy's BLAS starts with one thread (it reads this when it is loaded); the
+    pools are sized by ``analysis.threads.set_threads`` when the worker starts."""
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
 
@@ -123,7 +111,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     return app
 
 
-_limit_threads()
+_single_threaded_blas()
 app = make_celery()
 
 
@@ -133,16 +121,14 @@ def _reset_after_fork(**_: Any) -> None:
     from service.db import get_engine
 
     get_engine().dispose(close=False)
-    _set_torch_threads()
+    _set_threads()
 
 
 @signals.worker_init.connect
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
-    """Split the CPUs between the pool's processes (forked after this runs)."""
-    if not _THREADS_FROM_USER:
-        processes = max(1, int(getattr(sender, "concurrency", 1) or 1))
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cpu_threads() // processes))
-    _set_torch_threads()
+    """Split the CPUs between the pool's processes (forked after this runs); an
+    OMP_NUM_THREADS given to the worker wins."""
+    _set_threads(max(1, int(getattr(sender, "concurrency", 1) or 1)))
 
 
 @signals.worker_ready.connect
@@ -153,7 +139,9 @@ def _reconcile_at_start(**_: Any) -> None:
     reconcile_now()
 
 
-def _set_torch_threads() -> None:
-    import torch
+def _set_threads(processes: int = 1) -> None:
+    """The one thread policy (``analysis.threads``); a forked child finds the
+    parent's OMP_NUM_THREADS in its environment and keeps it."""
+    from analysis.threads import set_threads
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or cpu_threads()))
+    set_threads(processes=processes)
