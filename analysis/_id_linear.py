@@ -9,8 +9,10 @@ from typing import Any
 
 import torch
 
-from analysis._id_uncertainty import SubsampledEstimator, as_matrix, check_open_unit
-from analysis.errors import DataError
+from analysis._id_uncertainty import SubsampledEstimator, as_matrix
+from contract.estimators import ParticipationRatioParams, PCAParams
+
+_PCA, _PR = PCAParams(), ParticipationRatioParams()  # the defaults
 
 # Rows per float64 block when accumulating a D x D covariance.
 _BLOCK_BYTES = 64 * 2**20
@@ -50,9 +52,6 @@ class _LinearEstimator(SubsampledEstimator):
     def _from_eigenvalues(self, lam: torch.Tensor) -> tuple[float, str | None]:
         """Supplied by each concrete estimator."""
 
-    def _check_params(self) -> None:
-        self._check_subsampling()
-
     def _on(
         self, X: torch.Tensor, lam: torch.Tensor | None = None
     ) -> tuple[float, str | None]:
@@ -64,17 +63,17 @@ class _LinearEstimator(SubsampledEstimator):
     def fit(self, X: Any) -> _LinearEstimator:
         self._check_params()
         X = as_matrix(X)  # (N, D)
-        N = X.shape[0]
-        if N < 2:
-            raise DataError(
-                f"{type(self).__name__} needs at least 2 samples, got {N}; "
-                "pass more samples"
-            )
-        self.n_samples_ = N
+        N, D = X.shape
         self.n_duplicates_ = 0  # duplicates are ordinary points for a covariance
         self.eigenvalues_ = covariance_eigenvalues(X)
+        n_min = self._start(N, 2)
+        if n_min is None:
+            return self
         self.dimension_, self.reason_ = self._on(X, self.eigenvalues_)
-        self._set_interval(self.dimension_, lambda s: self._on(X[s])[0], N, 2, X.device)
+        self._set_interval(
+            self.dimension_, lambda s: self._on(X[s])[0], N, n_min, X.device
+        )
+        self._finish(N, D)
         return self
 
 
@@ -89,7 +88,7 @@ class PCADimension(_LinearEstimator):
 
     Parameters
     ----------
-    variance : fraction of the total variance to explain, in (0, 1].
+    variance : fraction of the total variance to explain, in (0, 1).
     n_subsamples, subsample_fraction, ci_level, seed : as in ``TwoNN``.
 
     Attributes
@@ -108,13 +107,15 @@ class PCADimension(_LinearEstimator):
     5.0
     """
 
+    name = "pca90"
+
     def __init__(
         self,
         *,
-        variance: float = 0.9,
-        n_subsamples: int = 10,
-        subsample_fraction: float = 0.5,
-        ci_level: float = 0.95,
+        variance: float = _PCA.variance,
+        n_subsamples: int = _PCA.n_subsamples,
+        subsample_fraction: float = _PCA.subsample_fraction,
+        ci_level: float = _PCA.ci_level,
         seed: int = 0,
     ) -> None:
         self.variance = variance
@@ -122,11 +123,6 @@ class PCADimension(_LinearEstimator):
         self.subsample_fraction = subsample_fraction
         self.ci_level = ci_level
         self.seed = seed
-
-    def _check_params(self) -> None:
-        if self.variance != 1:
-            check_open_unit(self.variance, "variance")
-        self._check_subsampling()
 
     def _from_eigenvalues(self, lam: torch.Tensor) -> tuple[float, str | None]:
         total = float(lam.sum())
@@ -163,12 +159,14 @@ class ParticipationRatio(_LinearEstimator):
     4
     """
 
+    name = "participation_ratio"
+
     def __init__(
         self,
         *,
-        n_subsamples: int = 10,
-        subsample_fraction: float = 0.5,
-        ci_level: float = 0.95,
+        n_subsamples: int = _PR.n_subsamples,
+        subsample_fraction: float = _PR.subsample_fraction,
+        ci_level: float = _PR.ci_level,
         seed: int = 0,
     ) -> None:
         self.n_subsamples = n_subsamples

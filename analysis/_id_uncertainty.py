@@ -13,7 +13,8 @@ centred on the full-sample estimate ``theta_hat``. The factor ``m / (n - m)`` is
 finite-population correction (for a mean over half-samples it is 1: the spread of
 half-sample means is the standard error of the full mean); the Student quantile
 accounts for the few subsamples. The interval covers sampling variability only, not
-the estimator's bias (TwoNN and MLE read low for d above about 5).
+the estimator's bias (TwoNN and MLE read low for d above about 5). A subsample
+smaller than the estimator's minimum sample count gives no interval.
 
 For the kNN estimators the neighbours of a subsample are not those of the full set;
 they are taken exactly from the full set's neighbour lists (the first neighbours that
@@ -27,12 +28,74 @@ import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from analysis.errors import DataError, InvalidInputError
 from analysis.neighbors import search
+from contract.errors import ContractError
+from contract.estimators import estimator, resolve_params
+
+
+def checked_params(family: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``contract.estimators.resolve_params``, its error as ``InvalidInputError``
+    (every problem, each naming its parameter)."""
+    try:
+        return resolve_params(family, name, params)
+    except ContractError as exc:
+        raise InvalidInputError(str(exc)) from exc
+
+
+def sample_floor(family: str, name: str, own_min: int, N: int) -> tuple[int, str]:
+    """The fewest rows ``name`` takes, ``max(declared min_samples, own_min)``
+    (``own_min``: what the parameters need, such as MLE's ``k + 1``), and the reason
+    a row with ``N`` rows below it gets."""
+    declared = estimator(family, name).min_samples
+    n_min = max(declared, own_min)
+    why = "with these parameters" if own_min > declared else "for a meaningful estimate"
+    return n_min, f"{N} samples; {name} needs at least {n_min} {why}"
+
+
+def sample_flags(family: str, name: str, n_rows: int) -> list[str]:
+    """``["low_samples"]`` when ``n_rows`` is below the declared ``low_samples``."""
+    return ["low_samples"] if n_rows < estimator(family, name).low_samples else []
+
+
+def subsample_problem(m: int, n: int, n_min: int) -> str | None:
+    """Why a subsample of ``m`` of ``n`` rows gives no interval, if it does not."""
+    if m < n_min:
+        return (
+            f"no interval: a subsample of {m} of {n} rows is under the minimum of "
+            f"{n_min}; pass more rows or a larger subsample_fraction"
+        )
+    if m >= n:
+        return (
+            f"no interval: a subsample of {m} of {n} rows is the whole sample; pass "
+            "a smaller subsample_fraction"
+        )
+    return None
+
+
+def clip_to(
+    value: float, ci: tuple[float, float], low: float, high: float
+) -> tuple[float, tuple[float, float], dict[str, float | None] | None]:
+    """``value`` and ``ci`` clipped to ``[low, high]``, and, when any of them was,
+    the raw ``{"value", "ci_low", "ci_high"}`` (``None`` for a non-finite one)."""
+
+    def clip(v: float) -> float:
+        return min(max(v, low), high) if math.isfinite(v) else v
+
+    raw = (value, *ci)
+    out = tuple(clip(v) for v in raw)
+    if out == raw or all(math.isnan(v) for v in raw):
+        return value, ci, None
+    names = ("value", "ci_low", "ci_high")
+    return (
+        out[0],
+        (out[1], out[2]),
+        {k: (v if math.isfinite(v) else None) for k, v in zip(names, raw, strict=True)},
+    )
 
 
 def n_neighbors_for_reuse(k: int, fraction: float, n: int) -> int:
@@ -115,16 +178,25 @@ def jackknife_interval(
 class SubsampledEstimator(ABC):
     """Base of the ID estimators: parameters, their checks, and the interval.
 
-    Subclasses store ``n_subsamples``, ``subsample_fraction``, ``ci_level`` and
-    ``seed`` in ``__init__`` (keyword only) and call ``_set_interval`` in ``fit``.
+    Subclasses name themselves (``name``, their key in ``contract.estimators``, whose
+    parameter model holds their defaults and ranges), store ``n_subsamples``,
+    ``subsample_fraction``, ``ci_level``, ``seed`` and their own parameters in
+    ``__init__`` (keyword only), and call ``_set_interval`` and ``_finish`` in ``fit``.
     """
 
+    name: ClassVar[str]
     n_subsamples: int
     subsample_fraction: float
     ci_level: float
     seed: int
     dimension_: float
     reason_: str | None
+    ci_: tuple[float, float]
+    se_: float
+    ci_reason_: str | None
+    subsample_dimensions_: list[float]
+    flags_: list[str]
+    unclipped_: dict[str, float | None] | None
     n_samples_: int
     n_duplicates_: int
 
@@ -141,15 +213,43 @@ class SubsampledEstimator(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def _check_subsampling(self) -> None:
-        check_int(self.n_subsamples, "n_subsamples", 0)
+    def _check_params(self) -> None:
+        """Every parameter but ``seed`` checked against the contract's model."""
         check_int(self.seed, "seed", None)
-        check_open_unit(self.subsample_fraction, "subsample_fraction")
-        check_open_unit(self.ci_level, "ci_level")
-        if self.n_subsamples == 1:
-            raise InvalidInputError(
-                "n_subsamples=1 cannot give a spread: pass 0 (no interval) or >= 2"
-            )
+        params = {k: v for k, v in self.get_params().items() if k != "seed"}
+        checked_params("id", self.name, params)
+
+    def _start(self, N: int, own_min: int) -> int | None:
+        """Start a fit on ``N`` rows: ``n_samples_``, ``flags_``, and the minimum
+        sample count; ``None`` (and a void estimate with its reason) below it."""
+        self.n_samples_ = N
+        self.flags_ = []
+        n_min, reason = sample_floor("id", self.name, own_min, N)
+        if n_min > N:
+            self._void(reason)
+            return None
+        return n_min
+
+    def _void(self, reason: str) -> None:
+        self.dimension_ = math.nan
+        self.unclipped_ = None
+        self.reason_ = reason
+        self.ci_ = (math.nan, math.nan)
+        self.se_ = math.nan
+        self.subsample_dimensions_ = []
+        self.ci_reason_ = None
+
+    def _finish(self, n: int, D: int) -> None:
+        """Flag a fit on ``n`` rows below ``low_samples``, and clip the estimate and
+        its interval to ``[0, D]`` (an intrinsic dimension is no larger than the
+        ambient width ``D``), flagged ``"clipped"`` with the raw values in
+        ``unclipped_``."""
+        self.flags_ += sample_flags("id", self.name, n)
+        self.dimension_, self.ci_, self.unclipped_ = clip_to(
+            self.dimension_, self.ci_, 0.0, float(D)
+        )
+        if self.unclipped_ is not None:
+            self.flags_.append("clipped")
 
     def _set_interval(
         self,
@@ -159,11 +259,13 @@ class SubsampledEstimator(ABC):
         n_min: int,
         device: torch.device,
     ) -> None:
-        """Set ``ci_``, ``se_``, ``subsample_dimensions_`` and ``ci_reason_``."""
-        self.ci_: tuple[float, float] = (math.nan, math.nan)
+        """Set ``ci_``, ``se_``, ``subsample_dimensions_`` and ``ci_reason_``; no
+        interval when a subsample would hold fewer than ``n_min`` rows, or fewer
+        than 2 subsample estimates are finite."""
+        self.ci_ = (math.nan, math.nan)
         self.se_ = math.nan
-        self.subsample_dimensions_: list[float] = []
-        self.ci_reason_: str | None = None
+        self.subsample_dimensions_ = []
+        self.ci_reason_ = None
         m = round(self.subsample_fraction * n)
         if self.n_subsamples == 0:
             self.ci_reason_ = "no interval: n_subsamples=0"
@@ -171,11 +273,8 @@ class SubsampledEstimator(ABC):
         if not math.isfinite(theta_hat):
             self.ci_reason_ = "no interval: the estimate is not finite"
             return
-        if m < n_min or m >= n:
-            self.ci_reason_ = (
-                f"no interval: a subsample of {m} of {n} points is outside "
-                f"[{n_min}, {n - 1}]; pass more points or another subsample_fraction"
-            )
+        self.ci_reason_ = subsample_problem(m, n, n_min)
+        if self.ci_reason_ is not None:
             return
         members = subsample_indices(n, m, self.n_subsamples, self.seed, device)
         self.subsample_dimensions_ = [estimate_on(s) for s in members]
@@ -193,15 +292,6 @@ def check_int(value: object, what: str, minimum: int | None) -> int:
     if minimum is not None and value < minimum:
         raise InvalidInputError(f"{what} must be at least {minimum}, got {value}")
     return value
-
-
-def check_open_unit(value: object, what: str, *, closed_low: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    v = float(value) if ok else math.nan  # type: ignore[arg-type]
-    if not (0.0 <= v < 1.0 if closed_low else 0.0 < v < 1.0):
-        interval = "[0, 1)" if closed_low else "(0, 1)"
-        raise InvalidInputError(f"{what} must be a number in {interval}, got {value!r}")
-    return v
 
 
 def as_matrix(X: Any) -> torch.Tensor:

@@ -5,13 +5,12 @@ plug-in entropies."""
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 import torch
 
 from analysis._id_uncertainty import as_matrix
-from analysis.errors import DataError, InvalidInputError
+from analysis.errors import InvalidInputError
 
 # Power iterations of the randomised PCA: with 10 oversampling columns, enough for the
 # leading subspace of activations, whose spectra decay.
@@ -98,30 +97,3 @@ def row_ids(A: torch.Tensor) -> torch.Tensor:
 def joint_ids(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Ids of the pairs ``(a_i, b_i)`` of two id vectors."""
     return row_ids(torch.stack([a, b], dim=1))
-
-
-def too_few(method: str, n_min: int, N: int) -> DataError:
-    return DataError(
-        f"{method!r} needs at least {n_min} samples with these parameters, got {N}; "
-        "pass more samples"
-    )
-
-
-def check_number(
-    value: object, what: str, *, low: float, integer: bool = False, open_low: bool
-) -> None:
-    """``value`` a finite number ``> low`` (``>= low`` unless ``open_low``)."""
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    ok = isinstance(value, kinds) and not isinstance(value, bool)
-    v = float(value) if ok else math.nan  # type: ignore[arg-type]
-    if not (math.isfinite(v) and (v > low if open_low else v >= low)):
-        kind = "an integer" if integer else "a number"
-        sign = ">" if open_low else ">="
-        raise InvalidInputError(f"{what} must be {kind} {sign} {low:g}, got {value!r}")
-
-
-def check_choice(value: object, what: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise InvalidInputError(
-            f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}"
-        )

@@ -261,7 +261,8 @@ def _entropy_np(y: np.ndarray) -> float:
     return float(-(q * np.log(q)).sum())
 
 
-# Fewest rows each method takes, from its parameters.
+# Fewest rows each method's computation takes, from its parameters; estimate_mi
+# requires the larger of this and the contract's min_samples.
 N_MIN: dict[str, Callable[[dict[str, Any]], int]] = {
     "ksg": lambda p: p["k"] + 1,
     "gaussian": lambda p: 3,

@@ -32,11 +32,21 @@ noiseless samples (N=2000, d = 2, 5, 10): for TwoNN and MLE ``se_`` was 0.95-1.4
 times the actual s.d. of the estimate and the 95% intervals covered the mean
 estimate 93-100% of the time; for the participation ratio ``se_`` is about twice
 the actual s.d. (conservative).
+
+Parameters, their defaults and ranges are those of the estimator's model in
+``contract.estimators`` (``TwoNNParams``, ``MLEParams``, ``PCAParams``,
+``ParticipationRatioParams``); ``fit`` checks them there. Small samples: below the
+estimator's ``min_samples`` (or what its parameters need, such as MLE's ``k + 1``,
+whichever is larger; for the kNN estimators counted in distinct rows) the estimate
+is ``nan`` with ``reason_``; below ``low_samples`` it stands with the flag
+``"low_samples"`` in ``flags_``. A subsample under the minimum gives no interval.
+An intrinsic dimension lies in ``[0, D]`` (``D`` the number of columns): the
+estimate and its interval are clipped to it; when any of the three was, the flag
+``"clipped"`` is set and ``unclipped_`` keeps the raw values (``None`` otherwise).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import abstractmethod
 from typing import Any
@@ -47,14 +57,13 @@ from analysis._id_linear import ParticipationRatio, PCADimension
 from analysis._id_uncertainty import (
     SubsampledEstimator,
     as_matrix,
-    check_int,
-    check_open_unit,
+    checked_params,
     n_neighbors_for_reuse,
     neighbor_dist_within,
 )
-from analysis.errors import DataError, InvalidInputError
 from analysis.neighbors import search
 from analysis.types import MetricValue
+from contract.estimators import ID_METHODS, MLEParams, TwoNNParams
 
 __all__ = [
     "ID_ESTIMATORS",
@@ -66,11 +75,14 @@ __all__ = [
 ]
 
 
-def _too_few(name: str, n_min: int, N: int) -> DataError:
-    return DataError(
-        f"{name} needs at least {n_min} samples with these parameters, got {N}; "
-        "pass more samples"
-    )
+_TWONN, _MLE = TwoNNParams(), MLEParams()  # the defaults
+
+
+def _distinct(X: torch.Tensor) -> tuple[int, int]:
+    """Distinct rows of ``X`` and rows with an identical other row."""
+    # "+ 0.0" turns -0.0 into 0.0 so that unique() sees them as equal.
+    counts = torch.unique(X + 0.0, dim=0, return_counts=True)[1]
+    return counts.numel(), int(counts[counts > 1].sum())
 
 
 class _KNNEstimator(SubsampledEstimator):
@@ -88,16 +100,15 @@ class _KNNEstimator(SubsampledEstimator):
     def _estimate(self, dist: torch.Tensor, store: bool) -> tuple[float, str | None]:
         """Supplied by each concrete estimator."""
 
-    def _check_params(self) -> None:
-        self._check_subsampling()
-
     def fit(self, X: Any) -> _KNNEstimator:
         self._check_params()
         X = as_matrix(X)  # (N, D)
-        N, k, n_min = X.shape[0], self._n_neighbors(), self._min_samples()
-        if n_min > N:
-            raise _too_few(type(self).__name__, n_min, N)
-        self.n_samples_ = N
+        N, D = X.shape
+        k = self._n_neighbors()
+        n_min = self._start(N, self._min_samples())
+        if n_min is None:
+            self.n_unique_, self.n_duplicates_ = _distinct(X)
+            return self
         K = k
         if self.n_subsamples:
             K = n_neighbors_for_reuse(k, self.subsample_fraction, N)
@@ -109,13 +120,12 @@ class _KNNEstimator(SubsampledEstimator):
             X = torch.cat([X[~zero], torch.unique(X[zero] + 0.0, dim=0)])
         n = self.n_unique_ = X.shape[0]
         if n < n_min:
-            self.dimension_ = math.nan
-            self.reason_ = (
+            self._void(
                 "all points identical"
                 if n == 1
-                else f"only {n} distinct points; {type(self).__name__} needs {n_min}"
+                else f"only {n} distinct points of {N}; {self.name} needs at least "
+                f"{n_min}"
             )
-            self._set_interval(math.nan, lambda s: math.nan, n, n_min, X.device)
             return self
         if self.n_duplicates_:
             dist, idx = search(X, min(K, n - 1))
@@ -127,6 +137,7 @@ class _KNNEstimator(SubsampledEstimator):
             )[0]
 
         self._set_interval(self.dimension_, estimate_on, n, n_min, X.device)
+        self._finish(n, D)
         return self
 
 
@@ -169,13 +180,15 @@ class TwoNN(_KNNEstimator):
     2
     """
 
+    name = "twonn"
+
     def __init__(
         self,
         *,
-        discard_fraction: float = 0.1,
-        n_subsamples: int = 10,
-        subsample_fraction: float = 0.5,
-        ci_level: float = 0.95,
+        discard_fraction: float = _TWONN.discard_fraction,
+        n_subsamples: int = _TWONN.n_subsamples,
+        subsample_fraction: float = _TWONN.subsample_fraction,
+        ci_level: float = _TWONN.ci_level,
         seed: int = 0,
     ) -> None:
         self.discard_fraction = discard_fraction
@@ -183,10 +196,6 @@ class TwoNN(_KNNEstimator):
         self.subsample_fraction = subsample_fraction
         self.ci_level = ci_level
         self.seed = seed
-
-    def _check_params(self) -> None:
-        check_open_unit(self.discard_fraction, "discard_fraction", closed_low=True)
-        self._check_subsampling()
 
     def _n_neighbors(self) -> int:
         return 2
@@ -252,14 +261,16 @@ class MLE(_KNNEstimator):
     3
     """
 
+    name = "mle"
+
     def __init__(
         self,
         *,
-        k: int = 20,
-        unbiased: bool = False,
-        n_subsamples: int = 10,
-        subsample_fraction: float = 0.5,
-        ci_level: float = 0.95,
+        k: int = _MLE.k,
+        unbiased: bool = _MLE.unbiased,
+        n_subsamples: int = _MLE.n_subsamples,
+        subsample_fraction: float = _MLE.subsample_fraction,
+        ci_level: float = _MLE.ci_level,
         seed: int = 0,
     ) -> None:
         self.k = k
@@ -270,8 +281,8 @@ class MLE(_KNNEstimator):
         self.seed = seed
 
     def _check_params(self) -> None:
-        self.k_ = check_int(self.k, "k", 3 if self.unbiased else 2)
-        self._check_subsampling()
+        super()._check_params()
+        self.k_ = self.k
 
     def _n_neighbors(self) -> int:
         return self.k
@@ -291,11 +302,11 @@ class MLE(_KNNEstimator):
         return 1.0 / mean_inv, None
 
 
+_CLASSES = {c.name: c for c in (TwoNN, MLE, PCADimension, ParticipationRatio)}
+# The names and their order are the contract's; a KeyError here is a contract
+# estimator that the library lacks.
 ID_ESTIMATORS: dict[str, type[SubsampledEstimator]] = {
-    "twonn": TwoNN,
-    "mle": MLE,
-    "pca90": PCADimension,
-    "participation_ratio": ParticipationRatio,
+    name: _CLASSES[name] for name in ID_METHODS
 }
 
 
@@ -312,19 +323,23 @@ def estimate_id(
         ``"participation_ratio"``.
     seed : seed of the subsampling interval.
     **params : keyword parameters of the estimator class (e.g. ``k=10`` for
-        ``"mle"``, ``n_subsamples=0`` for no interval).
+        ``"mle"``, ``n_subsamples=0`` for no interval), checked against its model
+        in ``contract.estimators``.
 
     Returns
     -------
     MetricValue : ``metric="intrinsic_dimension"``, ``estimator=method``, the value
-        and interval (``None`` when not finite, with ``reason``), ``n_samples`` (rows
-        given), and ``params``: every parameter used, defaults included, plus
-        ``n_duplicates`` (and ``n_unique`` for the kNN estimators).
+        and interval in ``[0, D]`` (``None`` when not finite or too few samples,
+        with ``reason``), ``n_samples`` (rows given), ``flags`` among
+        ``"low_samples"`` and ``"clipped"`` (module docstring), and ``params``: every
+        parameter used, defaults included, plus ``n_duplicates`` (and ``n_unique``
+        for the kNN estimators; ``unclipped``, the raw value and interval, when
+        clipped).
 
     Raises
     ------
-    InvalidInputError : unknown method or parameter, bad parameter value, non-finite
-        ``X``, too few samples.
+    InvalidInputError : unknown method or parameter, bad parameter value (the
+        message names it), non-finite ``X``.
 
     Example
     -------
@@ -334,24 +349,13 @@ def estimate_id(
     >>> mv.estimator, round(mv.value), mv.ci_low < mv.value < mv.ci_high
     ('twonn', 2, True)
     """
-    if method not in ID_ESTIMATORS:
-        raise InvalidInputError(
-            f"unknown intrinsic-dimension method {method!r}; choose one of "
-            f"{', '.join(ID_ESTIMATORS)}"
-        )
-    cls = ID_ESTIMATORS[method]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(params) - set(valid) | ({"seed"} & set(params)))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown parameter(s) {', '.join(unknown)} for {method!r}; valid: "
-            f"{', '.join(valid)} (seed is its own argument)"
-        )
-    est = cls(seed=seed, **params).fit(X)  # type: ignore[call-arg]
+    p = checked_params("id", method, params)
+    est = ID_ESTIMATORS[method](seed=seed, **p).fit(X)  # type: ignore[call-arg]
     used = est.get_params() | {"n_duplicates": est.n_duplicates_}
     if hasattr(est, "n_unique_"):
         used["n_unique"] = est.n_unique_
-    reason = est.reason_ or est.ci_reason_
+    if est.unclipped_ is not None:
+        used["unclipped"] = est.unclipped_
     return MetricValue(
         metric="intrinsic_dimension",
         estimator=method,
@@ -360,5 +364,6 @@ def estimate_id(
         ci_high=est.ci_[1],
         n_samples=est.n_samples_,
         params=used,
-        reason=reason,
+        reason=est.reason_ or est.ci_reason_,
+        flags=est.flags_,
     )

@@ -7,12 +7,17 @@ continuous (a float tensor (N, ...), flattened) or discrete (an integer tensor
 layer of it is infinite for continuous data; each estimator makes it finite in its
 own way, which ``params["noise_model"]`` says in words.
 
-Methods (``MI_ESTIMATORS``):
+Every method's parameters, with their defaults and ranges, are its model in
+``contract.estimators`` (``KSGParams``, ``GaussianParams``, ``BinningParams``,
+``NoisyParams``, ``InfoNCEParams``, ``ProbeMIParams``); ``estimate_mi`` checks them
+there. Figures below quoted "at the defaults" are for those values.
+
+Methods (``MI_ESTIMATORS``, the contract's ``MI_METHODS``):
 
 - ``"ksg"``: Kraskov, Stoegbauer & Grassberger (2004) estimator 1, max-norm, ``k``
-  neighbours (default 3), on z-scored columns. With class labels as ``Y``, the
+  neighbours, on z-scored columns. With class labels as ``Y``, the
   mixed discrete-continuous estimator of Ross (2014) instead
-  (``params["variant"]``). A side wider than ``max_dim`` (default 16) is first
+  (``params["variant"]``). A side wider than ``max_dim`` is first
   reduced to ``max_dim`` principal components (seeded randomised PCA; flag
   ``"pca_reduced"``): KSG loses most of the information in tens of dimensions (on
   a sparse Gaussian task of 1.02 nats it recovered 99% at 2 dimensions, 35% at 10,
@@ -27,11 +32,11 @@ Methods (``MI_ESTIMATORS``):
   or the sample covariance is singular: with few dimensions the plug-in bias
   (about ``Dx Dy / 2N``) is smaller than what shrinkage costs (0.045 nats at
   N=2000, Dx=Dy=3); ``"ledoit_wolf"`` or ``"none"`` force the choice. Sides wider
-  than ``max_dim`` (default 256) are reduced by PCA. Class labels as ``Y`` are
+  than ``max_dim`` are reduced by PCA. Class labels as ``Y`` are
   refused: the formula on one-hot labels is not a bound and grows past ``H(Y)`` as
   classes separate.
 - ``"binning"`` (Shwartz-Ziv & Tishby 2017): one side, the representation, is cut
-  into ``n_bins`` (default 30) equal-width bins per unit (over each unit's range,
+  into ``n_bins`` equal-width bins per unit (over each unit's range,
   or with ``bin_range="layer"`` the layer's range, their convention for ``tanh``);
   the other side is discrete by row identity (class labels, or distinct inputs),
   and ``I = H(T_b) + H(other) - H(T_b, other)``, plug-in. Which side is binned:
@@ -42,7 +47,7 @@ Methods (``MI_ESTIMATORS``):
 - ``"noisy"`` (Goldfeld et al. 2019): ``I(T + Z; other)`` with
   ``Z ~ N(0, sigma^2 I)`` added to the representation (``noised``, chosen like
   ``binned``), the other side discrete by row identity. ``sigma`` defaults to
-  ``sigma_rel`` (0.1) times the mean per-unit s.d. of ``T``; ``params`` holds the
+  ``sigma_rel`` times the mean per-unit s.d. of ``T``; ``params`` holds the
   rule and the absolute ``sigma``. Entropies of the Gaussian mixtures are estimated
   by Monte Carlo with a leave-one-out kernel density (``analysis._mi_noisy``). Bias:
   by Jensen, ``E[-log p_hat] >= -log p``, so the marginal entropy and the estimate
@@ -52,14 +57,14 @@ Methods (``MI_ESTIMATORS``):
   Measured on N(0, I_D), N=2000: within 0.05 nats of ``D/2 ln(1 + 1/sigma^2)``
   for D=2, sigma in {0.5, 1}; +0.19 (4%) at sigma=0.1; at D=256, sigma=0.5 (and
   N=4000) 747 nats for a true 206.
-  Cost: ``n_mc`` (default 1) x ``N^2 D`` float64 products; more draws per row
+  Cost: ``n_mc`` x ``N^2 D`` float64 products; more draws per row
   barely help (at N=2000 the s.d. over samples went from 0.032 to 0.027 nats
   with 4), the sample's own variation dominates.
 - ``"infonce"`` (van den Oord et al. 2018): a separable MLP critic trained with Adam
   for ``steps`` on 70% of the rows, on ``X``'s device, seeded; the bound is
   averaged over held-out batches of ``B = min(batch_size, held-out rows)`` and is
   never above ``ln B`` (flag ``"near_ceiling"`` within 5% of it). Class labels are
-  one-hot encoded. Sides wider than ``max_dim`` (default 256) are reduced by PCA
+  one-hot encoded. Sides wider than ``max_dim`` are reduced by PCA
   first: a fixed map, so the bound stays a lower bound on ``I(X; Y)`` (data
   processing), and a 4096-wide side no longer costs 9 s of CPU per training. Cost:
   ``1 + n_subsamples`` trainings (about 1.5 s each on one CPU core at the
@@ -71,8 +76,8 @@ Methods (``MI_ESTIMATORS``):
   predictor). ``params`` holds ``h_y``, ``cross_entropy`` and ``accuracy``.
 
 The interval (Holmes & Nemenman 2019, Phys. Rev. E 100: 022404, with the delete-d
-jackknife of ``analysis._id_uncertainty``): ``n_subsamples`` (default 5) seeded
-subsamples of ``round(subsample_fraction * N)`` rows (default half), drawn WITHOUT
+jackknife of ``analysis._id_uncertainty``): ``n_subsamples`` seeded
+subsamples of ``round(subsample_fraction * N)`` rows, drawn WITHOUT
 replacement (a bootstrap would duplicate rows: zero neighbour distances, repeated
 bins), each estimated afresh with the full run's preprocessing (PCA, scaling, bin
 edges, ``sigma``); ``se = sqrt(m / (N - m) * s^2)`` from their s.d. ``s`` and
@@ -87,130 +92,48 @@ take (say a class too rare for a probe) counts as missing.
 
 ``"near_ceiling"`` also flags a ``"binning"`` value within 5% of ``ln N``: nearly
 every row in its own cell, so the value measures the sample size.
+
+Small samples: below the method's ``min_samples`` in ``contract.estimators`` (or
+what its parameters need, such as KSG's ``k + 1``, whichever is larger) the value
+is ``None`` with a reason and nothing is computed; below ``low_samples`` the value
+stands with the flag ``"low_samples"``. A subsample under the minimum gives no
+interval.
+
+Clipping: mutual information is non-negative, but KSG, Ross's estimator, the noisy
+Monte-Carlo estimate and the InfoNCE bound can read below 0 on a finite sample
+(independent data give values scattered around 0). The interval is computed around
+the raw value; then a negative value or interval end is set to 0, flagged
+``"clipped"``, with the raw ``{"value", "ci_low", "ci_high"}`` in
+``params["unclipped"]`` (average raw values, not clipped ones, across runs:
+clipping biases a mean upward).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from analysis._id_uncertainty import (
     check_int,
-    check_open_unit,
+    checked_params,
+    clip_to,
     jackknife_interval,
+    sample_flags,
+    sample_floor,
     subsample_indices,
+    subsample_problem,
 )
-from analysis._mi_common import as_pair, check_choice, check_number, too_few
+from analysis._mi_common import as_pair
 from analysis._mi_methods import N_MIN, NEAR_CEILING, PREPARE, Prepared
 from analysis.errors import DataError, InvalidInputError
 from analysis.types import MetricValue
+from contract.estimators import MI_METHODS
 
 __all__ = ["MI_ESTIMATORS", "estimate_mi"]
 
-MI_ESTIMATORS: tuple[str, ...] = (
-    "ksg",
-    "gaussian",
-    "binning",
-    "noisy",
-    "infonce",
-    "probe",
-)
-
-_Check = Callable[[Any, str], None]
-
-
-def _int(low: int) -> _Check:
-    return lambda v, what: check_number(v, what, low=low, integer=True, open_low=False)
-
-
-def _positive(v: Any, what: str) -> None:
-    check_number(v, what, low=0.0, open_low=True)
-
-
-def _choice(*choices: str) -> _Check:
-    return lambda v, what: check_choice(v, what, choices)
-
-
-def _bool(v: Any, what: str) -> None:
-    if not isinstance(v, bool):
-        raise InvalidInputError(f"{what} must be True or False, got {v!r}")
-
-
-def _unit(v: Any, what: str) -> None:
-    check_open_unit(v, what)
-
-
-def _sigma(v: Any, what: str) -> None:
-    if v is not None:
-        _positive(v, what)
-
-
-def _n_subsamples(v: Any, what: str) -> None:
-    check_int(v, what, 0)
-    if v == 1:
-        raise InvalidInputError(
-            "n_subsamples=1 cannot give a spread: pass 0 (no interval) or >= 2"
-        )
-
-
-_COMMON: dict[str, tuple[Any, _Check]] = {
-    "n_subsamples": (5, _n_subsamples),
-    "subsample_fraction": (0.5, _unit),
-    "ci_level": (0.95, _unit),
-}
-
-# Every parameter of every method: its default and its check.
-_PARAMS: dict[str, dict[str, tuple[Any, _Check]]] = {
-    "ksg": {"k": (3, _int(1)), "max_dim": (16, _int(1)), "standardize": (True, _bool)},
-    "gaussian": {
-        "shrinkage": ("auto", _choice("auto", "ledoit_wolf", "none")),
-        "max_dim": (256, _int(1)),
-    },
-    "binning": {
-        "n_bins": (30, _int(1)),
-        "bin_range": ("unit", _choice("unit", "layer")),
-        "binned": ("auto", _choice("auto", "X", "Y")),
-    },
-    "noisy": {
-        "sigma": (None, _sigma),
-        "sigma_rel": (0.1, _positive),
-        "n_mc": (1, _int(1)),
-        "noised": ("auto", _choice("auto", "X", "Y")),
-    },
-    "infonce": {
-        "batch_size": (128, _int(2)),
-        "steps": (300, _int(0)),
-        "lr": (1e-3, _positive),
-        "hidden": (128, _int(1)),
-        "layers": (2, _int(0)),
-        "embed": (32, _int(1)),
-        "test_fraction": (0.3, _unit),
-        "max_dim": (256, _int(1)),
-    },
-    "probe": {"cv": (5, _int(2)), "max_dim": (256, _int(1))},
-}
-
-
-def _resolve(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    if method not in MI_ESTIMATORS:
-        raise InvalidInputError(
-            f"unknown mutual-information method {method!r}; choose one of "
-            f"{', '.join(MI_ESTIMATORS)}"
-        )
-    spec = _PARAMS[method] | _COMMON
-    unknown = sorted(set(params) - set(spec))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown parameter(s) {', '.join(unknown)} for {method!r}; valid: "
-            f"{', '.join(spec)} (seed and metric are their own arguments)"
-        )
-    resolved = {name: params.get(name, default) for name, (default, _) in spec.items()}
-    for name, (_, check) in spec.items():
-        check(resolved[name], name)
-    return resolved
+MI_ESTIMATORS: tuple[str, ...] = MI_METHODS
 
 
 def estimate_mi(
@@ -233,27 +156,31 @@ def estimate_mi(
     method : one of ``MI_ESTIMATORS`` (see the module docstring).
     seed : seed of every random step (PCA, jitter, noise, critic, folds, subsamples).
     metric : the ``metric`` field of the result (e.g. ``"mi_input"``).
-    **params : the method's parameters (module docstring; defaults in ``params`` of
-        the result) and, for every method, ``n_subsamples`` (5; 0 for no
-        interval), ``subsample_fraction`` (0.5) and ``ci_level`` (0.95).
+    **params : the method's parameters (module docstring; defaults and ranges in
+        ``contract.estimators``, the values used in ``params`` of the result) and,
+        for every method, ``n_subsamples`` (0 for no interval),
+        ``subsample_fraction`` and ``ci_level``.
 
     Returns
     -------
-    MetricValue : ``estimator=method``, ``value`` in nats (``None`` with ``reason``
-        when not finite), ``ci_low``/``ci_high`` (``None`` with ``reason`` when no
-        interval), ``n_samples = N``; ``params``: every parameter used, defaults
-        included, ``seed``, ``noise_model``, what the method resolved (PCA widths,
-        the binned side, ``sigma``...), ``se`` and ``subsample_mean``; ``flags``
-        among ``"pca_reduced"``, ``"jittered"``, ``"near_ceiling"``,
+    MetricValue : ``estimator=method``, ``value`` in nats, at least 0 (``None``
+        with ``reason`` when not finite or too few samples), ``ci_low``/``ci_high``
+        (``None`` with ``reason`` when no interval), ``n_samples = N``;
+        ``params``: every parameter used, defaults included, ``seed``,
+        ``noise_model``, what the method resolved (PCA widths, the binned side,
+        ``sigma``...), ``se`` and ``subsample_mean``; ``flags``
+        among ``"low_samples"``, ``"clipped"`` (``params["unclipped"]`` then holds
+        the raw values), ``"pca_reduced"``, ``"jittered"``, ``"near_ceiling"``,
         ``"not_converged"`` (a probe's solver stopped at its iteration cap),
         ``"cv_reduced"`` (a probe with fewer folds than ``cv``: a rare class).
 
     Raises
     ------
-    InvalidInputError : unknown method or parameter, bad parameter value, shapes that
-        do not match, a method that cannot take this kind of ``Y``.
-    DataError : too few samples, non-finite values, degenerate data (a probe with
-        one class, ``"noisy"`` on a constant representation without ``sigma``).
+    InvalidInputError : unknown method or parameter, bad parameter value (the
+        message names it), shapes that do not match, a method that cannot take this
+        kind of ``Y``.
+    DataError : non-finite values, degenerate data (a probe with one class,
+        ``"noisy"`` on a constant representation without ``sigma``).
 
     Example
     -------
@@ -267,26 +194,38 @@ def estimate_mi(
     check_int(seed, "seed", None)
     if not isinstance(metric, str) or not metric:
         raise InvalidInputError(f"metric must be a non-empty string, got {metric!r}")
-    p = _resolve(method, params)
+    p = checked_params("mi", method, params)
     X, Y, discrete = as_pair(X, Y)
-    N, n_min = X.shape[0], N_MIN[method](p)
+    N = X.shape[0]
+    n_min, too_few = sample_floor("mi", method, N_MIN[method](p), N)
     if n_min > N:
-        raise too_few(method, n_min, N)
+        return MetricValue(
+            metric=metric,
+            estimator=method,
+            value=None,
+            n_samples=N,
+            params=p | {"seed": seed},
+            reason=too_few,
+        )
     prep: Prepared = PREPARE[method](X, Y, discrete, p, seed)
     value, details = prep.core(None)
     low, high, se, sub_mean, ci_reason = _interval(
         prep, value, N, n_min, p, seed, X.device
     )
-    flags = prep.flags + details.pop("flags", [])
+    flags = prep.flags + details.pop("flags", []) + sample_flags("mi", method, N)
     if prep.ceiling is not None and value >= NEAR_CEILING * prep.ceiling:
         flags.append("near_ceiling")
+    clipped_value, (low, high), unclipped = clip_to(value, (low, high), 0, math.inf)
+    if unclipped is not None:
+        flags.append("clipped")
+        details["unclipped"] = unclipped
     reason = details.pop("reason", None)
     if reason is None and not math.isfinite(value):
         reason = "non-finite estimate"
     return MetricValue(
         metric=metric,
         estimator=method,
-        value=value,
+        value=clipped_value,
         ci_low=low,
         ci_high=high,
         n_samples=N,
@@ -316,12 +255,9 @@ def _interval(
         return nan, nan, nan, nan, "no interval: n_subsamples=0"
     if not math.isfinite(value):
         return nan, nan, nan, nan, "no interval: the estimate is not finite"
-    if m < n_min or m >= N:
-        return (
-            *(nan,) * 4,
-            f"no interval: a subsample of {m} of {N} rows is outside "
-            f"[{n_min}, {N - 1}]; pass more rows or another subsample_fraction",
-        )
+    problem = subsample_problem(m, N, n_min)
+    if problem is not None:
+        return nan, nan, nan, nan, problem
     thetas = [_or_nan(prep, rows) for rows in subsample_indices(N, m, B, seed, device)]
     low, high, se = jackknife_interval(value, thetas, N, m, p["ci_level"])
     finite = [t for t in thetas if math.isfinite(t)]

@@ -28,15 +28,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analysis._id_uncertainty import check_int
+from analysis._id_uncertainty import check_int, clip_to, sample_flags, sample_floor
 from analysis._mi_common import as_pair, pca_reduce
 from analysis.errors import DataError, InvalidInputError
 from analysis.types import MetricValue
+from contract.estimators import ProbeMIParams
 
 __all__ = ["probe_accuracy"]
 
-# Default cap on the probe's input width: a 1000 x 4096 layer then takes about 1 s.
-DEFAULT_MAX_DIM = 256
+# The probe's defaults are those of the "probe" MI estimator, which runs the same
+# cross-validation: folds, and the cap on the input width (at 256 a 1000 x 4096
+# layer takes about 1 s).
+_PROBE = ProbeMIParams()
+DEFAULT_MAX_DIM = _PROBE.max_dim
 C = 1.0
 SOLVER = "newton-cg"
 MAX_ITER = 100
@@ -128,7 +132,7 @@ def probe_accuracy(
     y: torch.Tensor,
     *,
     seed: int = 0,
-    cv: int = 5,
+    cv: int = _PROBE.cv,
     max_dim: int | None = None,
 ) -> MetricValue:
     """Cross-validated accuracy of a logistic-regression probe reading ``y`` from ``T``.
@@ -141,19 +145,23 @@ def probe_accuracy(
     cv : number of stratified folds (lowered to the smallest class's size, at
         least 2; ``params["cv_used"]`` says what ran, flag ``"cv_reduced"``).
     max_dim : widest input of the probe; a wider ``T`` is reduced by PCA first
-        (flag ``"pca_reduced"``). ``None``: 256.
+        (flag ``"pca_reduced"``). ``None``: ``DEFAULT_MAX_DIM``.
 
     Returns
     -------
     MetricValue : ``metric="probe_accuracy"``, ``estimator="logistic_regression"``,
         ``value`` the mean held-out accuracy over the folds. The interval is
         ``mean -+ t_{cv-1, 0.975} s / sqrt(cv)`` with ``s`` the s.d. of the fold
-        accuracies, clipped to [0, 1]; the folds share training rows, so it
+        accuracies, clipped to [0, 1] (flag ``"clipped"``, the raw ends in
+        ``params["unclipped"]``); the folds share training rows, so it
         understates the variance somewhat (Bengio & Grandvalet 2004).
         ``params``: ``seed, cv, cv_used, max_dim, n_components`` (PCA width or
         ``None``), ``C, solver, max_iter, standardize, ci_level, n_classes``,
         ``chance`` (the majority class's share) and ``fold_accuracies``. Flag
         ``"not_converged"`` when the solver stopped at ``max_iter`` in some fold.
+        Sample counts are those of the ``"probe"`` MI estimator in
+        ``contract.estimators``: below its ``min_samples`` the value is ``None``
+        with a reason; below its ``low_samples`` the flag ``"low_samples"``.
 
     Raises
     ------
@@ -170,6 +178,17 @@ def probe_accuracy(
 
     check_int(seed, "seed", None)
     feats, labels, n_comp = probe_inputs(T, y, max_dim, seed)
+    N = int(labels.shape[0])
+    n_min, too_few = sample_floor("mi", "probe", 0, N)
+    if n_min > N:
+        return MetricValue(
+            metric="probe_accuracy",
+            estimator="logistic_regression",
+            value=None,
+            n_samples=N,
+            params={"seed": seed, "cv": cv, "max_dim": max_dim or DEFAULT_MAX_DIM},
+            reason=too_few,
+        )
     folds = cross_validate(feats, labels, cv, seed)
     acc = np.asarray(folds.fold_accuracies)
     mean = float(acc.mean())
@@ -178,6 +197,7 @@ def probe_accuracy(
         * float(acc.std(ddof=1))
         / math.sqrt(folds.cv)
     )
+    value, (low, high), unclipped = clip_to(mean, (mean - half, mean + half), 0, 1)
     counts = np.unique(labels, return_counts=True)[1]
     flags = [
         f
@@ -185,16 +205,17 @@ def probe_accuracy(
             ("pca_reduced", n_comp is not None),
             ("cv_reduced", folds.cv < cv),
             ("not_converged", not folds.converged),
+            ("clipped", unclipped is not None),
         )
         if on
-    ]
+    ] + sample_flags("mi", "probe", N)
     return MetricValue(
         metric="probe_accuracy",
         estimator="logistic_regression",
-        value=mean,
-        ci_low=max(0.0, mean - half),
-        ci_high=min(1.0, mean + half),
-        n_samples=int(labels.shape[0]),
+        value=value,
+        ci_low=low,
+        ci_high=high,
+        n_samples=N,
         params={
             "seed": seed,
             "cv": cv,
@@ -209,6 +230,7 @@ def probe_accuracy(
             "n_classes": int(counts.size),
             "chance": float(counts.max() / counts.sum()),
             "fold_accuracies": folds.fold_accuracies,
-        },
+        }
+        | ({"unclipped": unclipped} if unclipped else {}),
         flags=flags,
     )

@@ -27,6 +27,7 @@ from analysis.intrinsic_dimension import (
 )
 from analysis.manifolds import make_manifold
 from analysis.neighbors import knn
+from contract.estimators import ESTIMATORS, ID_METHODS
 
 skdim = pytest.importorskip("skdim")
 
@@ -248,20 +249,50 @@ def test_runs_on_the_inputs_device():
     ("X", "method", "params", "message"),
     [
         (torch.tensor([[0.0, 1.0], [math.nan, 2.0], [3.0, 1.0]]), "twonn", {}, "NaN"),
-        (torch.randn(2, 3), "twonn", {}, "at least 3 samples"),
-        (torch.randn(15, 3), "mle", {}, "at least 21 samples"),
-        (torch.randn(1, 3), "pca90", {}, "at least 2 samples"),
         (torch.randn(50, 3), "lpca", {}, "twonn, mle, pca90, participation_ratio"),
-        (torch.randn(50, 3), "mle", {"K": 5}, "unknown parameter"),
-        (torch.randn(50, 3), "mle", {"k": 1}, "k must be at least 2"),
-        (torch.randn(50, 3), "twonn", {"discard_fraction": 1.0}, r"\[0, 1\)"),
+        (torch.randn(50, 3), "mle", {"K": 5}, "K: unknown key"),
+        (torch.randn(50, 3), "mle", {"k": 1}, r"k: .*greater than or equal to 2"),
+        (torch.randn(50, 3), "mle", {"k": 2, "unbiased": True}, "at least 3"),
+        (torch.randn(50, 3), "twonn", {"discard_fraction": 1.0}, "discard_fraction"),
         (torch.randn(50, 3), "twonn", {"n_subsamples": 1}, "n_subsamples"),
         (torch.randn(50, 3), "pca90", {"variance": 0.0}, "variance"),
+        (torch.randn(50, 3), "pca90", {"variance": "0.9"}, "variance"),
     ],
 )
 def test_bad_input_raises_invalid_input(X, method, params, message):
     with pytest.raises(InvalidInputError, match=message):
         estimate_id(X, method, **params)
+    cls = ID_ESTIMATORS.get(method)
+    if cls is not None and set(params) <= set(cls().get_params()):
+        with pytest.raises(InvalidInputError, match=message):  # the class alike
+            cls(**params).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("N", "method", "params", "message"),
+    [
+        (2, "twonn", {}, "2 samples; twonn needs at least 20 for a meaningful"),
+        (15, "mle", {}, "15 samples; mle needs at least 21 with these parameters"),
+        (40, "mle", {"k": 40}, "40 samples; mle needs at least 41 with these"),
+        (1, "pca90", {}, "1 samples; pca90 needs at least 10"),
+    ],
+)
+def test_too_few_samples_give_none_and_a_reason(N, method, params, message):
+    mv = estimate_id(torch.randn(N, 3), method, **params)
+    assert mv.value is None and mv.ci_low is None and mv.ci_high is None
+    assert mv.reason.startswith(message) and mv.n_samples == N
+
+
+def test_defaults_are_the_contracts():
+    # One source: every class's defaults are its contract model's, and the contract
+    # lists exactly the library's estimators, in the same order.
+    assert tuple(ID_ESTIMATORS) == ID_METHODS
+    for name, cls in ID_ESTIMATORS.items():
+        model = ESTIMATORS["id"][name].params()
+        params = cls().get_params()
+        assert params.pop("seed") == 0
+        assert params == model.model_dump(), name
+        assert cls.name == name
 
 
 def test_duplicates_raise_no_warning():

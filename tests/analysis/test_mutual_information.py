@@ -8,7 +8,6 @@ each test; interval computations are switched off (``n_subsamples=0``) where a t
 does not look at them.
 """
 
-import dataclasses
 import json
 import math
 
@@ -18,11 +17,28 @@ import torch
 
 from analysis._mi_common import pca_reduce, subseed
 from analysis._mi_knn import count_within
+from analysis._mi_methods import N_MIN, PREPARE
 from analysis._mi_plugin import ledoit_wolf
 from analysis.errors import DataError, InvalidInputError
 from analysis.mutual_information import MI_ESTIMATORS, estimate_mi
+from contract.errors import ContractError
+from contract.estimators import MI_METHODS, resolve_params
 
 FAST = {"n_subsamples": 0}
+
+
+def as_dict(mv):
+    """A result row as a plain dict (a dataclass or a pydantic model)."""
+    if hasattr(mv, "model_dump"):
+        return mv.model_dump()
+    import dataclasses
+
+    return dataclasses.asdict(mv)
+
+
+def raw(mv):
+    """The value before clipping at 0."""
+    return mv.params.get("unclipped", {"value": mv.value})["value"]
 
 
 def gaussian_pair(n, cov, dx, seed, exact_moments=False):
@@ -86,16 +102,18 @@ def test_ksg_bivariate_gaussian(rho):
 
 
 def test_ksg_independent_is_near_zero():
-    # Independent plain samples X (2000, 2), Y (2000, 3): over seeds 0-9 the estimate
-    # had mean +0.003 and s.d. 0.016 (one at -0.035); the mean of seeds 0-3 is held
-    # to |I| < 0.03, and each single one to 0.05.
-    values = []
+    # Independent plain samples X (2000, 2), Y (2000, 3): over seeds 0-9 the raw
+    # estimate had mean +0.003 and s.d. 0.016 (one at -0.035); the mean of seeds 0-3
+    # is held to |I| < 0.03, and each single one to 0.05. Values are clipped at 0.
+    rows = []
     for seed in range(4):
         g = torch.Generator().manual_seed(seed)
         x, y = torch.randn(2000, 2, generator=g), torch.randn(2000, 3, generator=g)
-        values.append(estimate_mi(x, y, "ksg", **FAST).value)
+        rows.append(estimate_mi(x, y, "ksg", **FAST))
+    values = [raw(mv) for mv in rows]
     assert abs(np.mean(values)) < 0.03
     assert max(map(abs, values)) < 0.05
+    assert all(mv.value == max(0.0, raw(mv)) for mv in rows)
 
 
 def test_ksg_equals_scikit_learn_in_one_dimension():
@@ -333,7 +351,7 @@ def test_infonce_trains_under_inference_mode():
     want = estimate_mi(X, X[:, :2] + 0.0, "infonce", steps=20)
     with torch.inference_mode():
         got = estimate_mi(X * 1, X[:, :2] + 0.0, "infonce", steps=20)
-    assert dataclasses.asdict(got) == dataclasses.asdict(want)
+    assert as_dict(got) == as_dict(want)
 
 
 def test_infonce_low_mi_is_not_flagged():
@@ -381,8 +399,8 @@ def test_interval_params_and_determinism(method):
         assert name in mv.params
     assert isinstance(mv.params["noise_model"], str) and mv.params["noise_model"]
     again = estimate_mi(X, Y, method, seed=3, metric="mi_input", **extra)
-    assert dataclasses.asdict(again) == dataclasses.asdict(mv)
-    json.dumps(dataclasses.asdict(mv), allow_nan=False)  # JSON-ready, no NaN
+    assert as_dict(again) == as_dict(mv)
+    json.dumps(as_dict(mv), allow_nan=False)  # JSON-ready, no NaN
 
 
 def test_no_interval_is_explained():
@@ -402,10 +420,16 @@ def test_bad_input_errors():
     X, Y = small_inputs("ksg")
     with pytest.raises(InvalidInputError, match="ksg, gaussian, binning"):
         estimate_mi(X, Y, "mine")
-    with pytest.raises(InvalidInputError, match="valid: k, max_dim, standardize"):
+    with pytest.raises(InvalidInputError, match=r"k, max_dim, standardize.*n_neigh"):
         estimate_mi(X, Y, "ksg", n_neighbors=3)
-    with pytest.raises(InvalidInputError, match="k must be an integer >= 1"):
+    with pytest.raises(InvalidInputError, match=r"k: .*greater than or equal to 1"):
         estimate_mi(X, Y, "ksg", k=0)
+    with pytest.raises(InvalidInputError, match=r"shrinkage: .*'auto'"):
+        estimate_mi(X, Y, "gaussian", shrinkage="oas")
+    with pytest.raises(InvalidInputError, match=r"standardize: .*boolean"):
+        estimate_mi(X, Y, "ksg", standardize=1)
+    with pytest.raises(InvalidInputError, match=r"sigma: .*greater than 0"):
+        estimate_mi(X, Y, "noisy", sigma=0.0)
     with pytest.raises(InvalidInputError, match="n_subsamples=1"):
         estimate_mi(X, Y, "ksg", n_subsamples=1)
     with pytest.raises(InvalidInputError, match="same number of samples"):
@@ -418,8 +442,6 @@ def test_bad_input_errors():
     bad[3, 1] = math.nan
     with pytest.raises(DataError, match="NaN"):
         estimate_mi(bad, Y, "gaussian")
-    with pytest.raises(DataError, match="at least 4 samples"):
-        estimate_mi(X[:3], Y[:3], "ksg")
     with pytest.raises(DataError, match="at least 2 classes"):
         estimate_mi(X, torch.zeros(200, dtype=torch.int64), "probe")
 
@@ -437,3 +459,24 @@ def test_pca_reduce_matches_an_exact_svd():
 
 def test_subseeds_differ_from_the_seed():
     assert subseed(0, "noise") != subseed(0, "pca") != 0
+
+
+def test_parameter_errors_are_the_librarys():
+    # The contract's error is turned into the library's, message kept.
+    X, Y = small_inputs("ksg")
+    with pytest.raises(InvalidInputError) as info:
+        estimate_mi(X, Y, "ksg", k=0, max_dim=0)
+    assert not isinstance(info.value, ContractError)
+    assert "k: " in str(info.value) and "max_dim: " in str(info.value)  # both
+
+
+def test_defaults_are_the_contracts():
+    # One source: the library's methods are the contract's, and a run records the
+    # contract model's defaults as the parameters it used.
+    assert MI_ESTIMATORS == MI_METHODS
+    assert set(PREPARE) == set(N_MIN) == set(MI_METHODS)
+    for method in ("ksg", "gaussian", "probe"):  # binning records the side it bins
+        X, Y = small_inputs(method)
+        used = estimate_mi(X, Y, method).params
+        for name, default in resolve_params("mi", method, {}).items():
+            assert used[name] == default, (method, name)
