@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
+import sys
+import tomllib
+import types
 import warnings
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,3 +257,55 @@ def test_a_plugin_builder_that_raises_is_one_domain_error(monkeypatch):
         "failed to build the model: ValueError: num_classes" in msg and "\n" not in msg
     )
     assert isinstance(info.value.__cause__, ValueError)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_blocks(section: str) -> dict[str, list[str]]:
+    """The fenced code blocks of one README section, by language."""
+    text = README.read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    blocks: dict[str, list[str]] = {}
+    for lang, body in re.findall(r"```(\w+)\n(.*?)```", text, flags=re.S):
+        blocks.setdefault(lang, []).append(body)
+    return blocks
+
+
+def test_readme_plugin_example_builds_through_the_entry_point(monkeypatch):
+    """The README's builder, its entry-point lines and its command, run against a
+    fake torchvision-style constructor (no torchvision here)."""
+    blocks = _readme_blocks("Your own architectures")
+    (code,) = blocks["python"]
+    (toml,) = blocks["toml"]
+    (command,) = blocks["bash"]
+    ((name, target),) = tomllib.loads(toml)["project"]["entry-points"][
+        "bottlelens.architectures"
+    ].items()
+    module_name, attr = target.split(":")
+
+    class FakeResNet(nn.Module):
+        def __init__(self, num_classes):
+            super().__init__()
+            self.fc = nn.Linear(512, num_classes)
+
+    fake_tv = types.ModuleType("torchvision")
+    fake_tv.models = types.SimpleNamespace(  # type: ignore[attr-defined]
+        resnet18=lambda num_classes=1000: FakeResNet(num_classes)
+    )
+    monkeypatch.setitem(sys.modules, "torchvision", fake_tv)
+    package = types.ModuleType(module_name.split(".")[0])
+    package.__path__ = []  # type: ignore[attr-defined]
+    module = types.ModuleType(module_name)
+    exec(compile(code, "README.md", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, package.__name__, package)
+    monkeypatch.setitem(sys.modules, module_name, module)
+    monkeypatch.setattr(
+        metadata, "entry_points", _fake_entry_points(_ep(name, f"{module_name}:{attr}"))
+    )
+
+    arch = re.search(r"--arch (\S+)", command).group(1)
+    arch_config = json.loads(re.search(r"--arch-config '([^']*)'", command).group(1))
+    assert arch == name and arch in available_architectures()
+    model = build_model(arch, arch_config)
+    assert isinstance(model, FakeResNet) and model.fc.out_features == 10
+    assert build_model(arch).fc.out_features == 1000  # the config's default
