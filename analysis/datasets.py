@@ -44,6 +44,8 @@ from contract.archives import (
 
 __all__ = ["Dataset", "load_dataset"]
 
+_FINITE_BLOCK = 1 << 22  # elements per block of the finiteness check
+
 SUFFIXES = (".npz", ".safetensors", ".csv")
 SKLEARN = ("digits", "breast_cancer")
 _SYNTHETIC_DEFAULTS: dict[str, int | float] = {
@@ -173,15 +175,27 @@ def _as_tensor(a: Any, what: str) -> torch.Tensor:
 
 
 def _nonfinite(t: torch.Tensor, what: str) -> None:
-    bad = ~torch.isfinite(t.reshape(len(t), -1))  # (N, features)
-    if bad.any():
-        rows = bad.any(dim=1).nonzero().flatten().tolist()
-        n_nan = int(torch.isnan(t).sum())
-        n_inf = int(bad.sum()) - n_nan
-        shown = ", ".join(map(str, rows[:10])) + (" ..." if len(rows) > 10 else "")
+    # In blocks of rows: torch.isfinite makes a temporary as large as its input.
+    flat = t.reshape(len(t), -1)  # (N, features)
+    step = max(1, _FINITE_BLOCK // max(flat.shape[1], 1))
+    n_nan = n_bad = n_rows = 0
+    rows: list[int] = []
+    for start in range(0, len(flat), step):
+        block = flat[start : start + step]
+        bad = ~torch.isfinite(block)
+        if bad.any():
+            n_nan += int(torch.isnan(block).sum())
+            n_bad += int(bad.sum())
+            bad_rows = bad.any(dim=1)
+            n_rows += int(bad_rows.sum())
+            if len(rows) <= 10:
+                rows += (bad_rows.nonzero().flatten()[:11] + start).tolist()
+    if n_bad:
+        n_inf = n_bad - n_nan
+        shown = ", ".join(map(str, rows[:10])) + (" ..." if n_rows > 10 else "")
         raise InvalidInputError(
-            f"{what} has {n_nan + n_inf} non-finite values ({n_nan} NaN, {n_inf} "
-            f"Inf) in {len(rows)} samples (indices {shown}); drop or impute them"
+            f"{what} has {n_bad} non-finite values ({n_nan} NaN, {n_inf} "
+            f"Inf) in {n_rows} samples (indices {shown}); drop or impute them"
         )
 
 
