@@ -1,4 +1,7 @@
-"""Subsampling uncertainty for the intrinsic-dimension estimators (private).
+"""Subsampling uncertainty for the intrinsic-dimension estimators (private), and
+what the ID, MI and probe estimators share with it: parameter checks, minimum sample
+counts and the ``low_samples`` flag from ``contract.estimators``, and clipping to a
+quantity's range.
 
 The interval is a delete-d jackknife (Shao & Wu 1989, Ann. Statist. 17(3)): ``B``
 seeded random subsamples of ``m`` of the ``n`` points, drawn WITHOUT replacement
