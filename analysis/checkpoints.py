@@ -32,23 +32,19 @@ from analysis.errors import (
     CheckpointMismatchError,
     InvalidInputError,
     UnsafeFileError,
-    from_contract,
 )
 from analysis.safefiles import (
     DEFAULT_MAX_BYTES,
     count_nonfinite,
-    from_archive_error,
+    file_format,
     load_safetensors,
     read_regular_file,
 )
 from contract.archives import (
     DEFAULT_MAX_ARCHIVE_BYTES,
     DEFAULT_MAX_COMPRESSION_RATIO,
-    ArchiveError,
-    check_zip,
 )
-from contract.errors import ContractError
-from contract.formats import HEAD_BYTES, SAFE_ADVICE, detect_format, is_zip
+from contract.formats import SAFE_ADVICE
 
 __all__ = ["Checkpoint", "load_model", "load_weights_into", "read_checkpoint"]
 
@@ -93,26 +89,6 @@ class Checkpoint:
             "size": self.size,
             "file": filename,
         }
-
-
-def _format(data: bytes, suffix: str, *, max_bytes: int, max_ratio: float) -> str:
-    """The format by ``contract.formats.detect_format``, as the API tells it; a
-    zip's directory passes the archive caps first (no member is read here)."""
-    names = None
-    if is_zip(data):
-        try:
-            infos = check_zip(
-                io.BytesIO(data), max_bytes=max_bytes, max_ratio=max_ratio
-            )
-        except ArchiveError as e:
-            raise from_archive_error(e) from e
-        names = [i.filename for i in infos]
-    try:
-        return detect_format(
-            data[:HEAD_BYTES], len(data), kind="model", zip_names=names, suffix=suffix
-        )
-    except ContractError as e:
-        raise from_contract(e) from e
 
 
 def _torch_load(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -206,8 +182,12 @@ def read_checkpoint(
     data = read_regular_file(path, max_bytes)
     digest, size = sha256(data).hexdigest(), len(data)
     suffix = Path(os.fspath(path)).suffix.lower()
-    kind = _format(
-        data, suffix, max_bytes=max_archive_bytes, max_ratio=max_compression_ratio
+    kind = file_format(
+        data,
+        "model",
+        suffix=suffix,
+        max_bytes=max_archive_bytes,
+        max_ratio=max_compression_ratio,
     )
     if kind == "torchscript":
         raise UnsafeFileError(

@@ -21,40 +21,29 @@ int64 (classes), floating ``y`` float32 (regression).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from hashlib import sha256
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import numpy as np
 import torch
 
 from analysis.datafiles import read_csv, read_npz, read_safetensors
-from analysis.errors import FileTooLargeError, InvalidInputError
-from analysis.safefiles import DEFAULT_MAX_BYTES, read_regular_file
+from analysis.errors import InvalidInputError, UnsafeFileError, from_contract
+from analysis.safefiles import DEFAULT_MAX_BYTES, file_format, read_regular_file
 from contract.archives import (
     DEFAULT_MAX_ARCHIVE_BYTES,
     DEFAULT_MAX_COMPRESSION_RATIO,
     DEFAULT_MAX_CSV_COLUMNS,
     DEFAULT_MAX_CSV_ROWS,
 )
+from contract.errors import ContractError
+from contract.specs import SPEC_FORMS, DatasetSpec, is_builtin, parse_spec
 
 __all__ = ["Dataset", "load_dataset"]
 
 _FINITE_BLOCK = 1 << 22  # elements per block of the finiteness check
-
-SUFFIXES = (".npz", ".safetensors", ".csv")
-SKLEARN = ("digits", "breast_cancer")
-_SYNTHETIC_DEFAULTS: dict[str, int | float] = {
-    "d": 5,
-    "D": 64,
-    "n": 2000,
-    "noise": 0.0,
-    "seed": 0,
-}
 
 
 @dataclass
@@ -130,22 +119,23 @@ def load_dataset(
     """
     if not isinstance(spec, str) or not spec:
         raise InvalidInputError("a dataset spec must be a non-empty string")
-    if spec.startswith("sklearn:"):
-        return _sklearn(spec)
-    if spec.startswith("synthetic:"):
-        return _synthetic(spec, max_bytes)
-    suffix = Path(spec).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise InvalidInputError(
-            f"unknown dataset {spec!r}; give a file ending in {', '.join(SUFFIXES)}, "
-            f"sklearn:<{'|'.join(SKLEARN)}> or synthetic:<manifold>?d=..&D=..&n=.."
+    if is_builtin(spec):
+        try:
+            parsed = parse_spec(spec, max_bytes=max_bytes)
+        except ContractError as e:
+            raise from_contract(e) from e
+        return (
+            _sklearn(spec, parsed)
+            if parsed.kind == "sklearn"
+            else _synthetic(spec, parsed)
         )
     data = read_regular_file(spec, max_bytes)
-    if suffix == ".npz":
+    fmt = _format(data, spec, max_archive_bytes, max_compression_ratio)
+    if fmt == "npz":
         x, y = read_npz(
             data, max_bytes=max_archive_bytes, max_ratio=max_compression_ratio
         )
-    elif suffix == ".safetensors":
+    elif fmt == "safetensors":
         x, y = read_safetensors(data, max_bytes=max_archive_bytes)
     else:
         x, y = read_csv(
@@ -156,7 +146,7 @@ def load_dataset(
             max_bytes=max_archive_bytes,
         )
     x_t, y_t = _checked(x, y)
-    meta = {"format": suffix[1:], "bytes": len(data)}
+    meta = {"format": fmt, "bytes": len(data)}
     name = os.path.basename(spec)
     return Dataset(x_t, y_t, spec, name, sha256(data).hexdigest(), meta)
 
@@ -233,10 +223,30 @@ def _hash(x: torch.Tensor, y: torch.Tensor | None) -> str:
     return h.hexdigest()
 
 
-def _sklearn(spec: str) -> Dataset:
+def _format(data: bytes, spec: str, max_bytes: int, max_ratio: float) -> str:
+    """The format from the bytes (``contract.formats.detect_format``, as the API
+    tells it), never from the name; a pickle is refused."""
+    try:
+        fmt = file_format(data, "dataset", max_bytes=max_bytes, max_ratio=max_ratio)
+    except InvalidInputError as e:
+        if e.problems or "unknown dataset format" not in str(e):
+            raise
+        raise InvalidInputError(
+            f"{e} (the file {os.path.basename(spec)!r}; a built-in is named "
+            f"{SPEC_FORMS})"
+        ) from e
+    if fmt == "pickle":
+        raise UnsafeFileError(
+            f"{spec!r} is a pickle stream, which can run code when loaded; save the "
+            "arrays with numpy.savez(path, x=x, y=y)"
+        )
+    return fmt
+
+
+def _sklearn(spec: str, parsed: DatasetSpec) -> Dataset:
     from sklearn import datasets as skd
 
-    name = spec.removeprefix("sklearn:")
+    name = parsed.name
     if name == "digits":
         bunch = skd.load_digits()
         x = np.asarray(bunch.data, dtype=np.float32) / 16.0  # (N, 64) in [0, 1]
@@ -246,72 +256,19 @@ def _sklearn(spec: str) -> Dataset:
         raw = np.asarray(bunch.data, dtype=np.float64)  # (N, 30)
         x = ((raw - raw.mean(0)) / raw.std(0)).astype(np.float32)
         meta = {"source": "sklearn", "standardised": True}
-    else:
-        raise InvalidInputError(
-            f"unknown built-in {spec!r}; available: "
-            f"{', '.join('sklearn:' + s for s in SKLEARN)}"
-        )
+    else:  # pragma: no cover - the contract lists the names
+        raise InvalidInputError(f"no loader for the built-in {spec!r}")
     xt, yt = _checked(x, np.asarray(bunch.target, dtype=np.int64))
     meta["classes"] = len(bunch.target_names)
     return Dataset(xt, yt, spec, name, _hash(xt, yt), meta)
 
 
-def _synthetic(spec: str, max_bytes: int) -> Dataset:
-    from analysis.manifolds import MANIFOLDS, make_manifold
+def _synthetic(spec: str, parsed: DatasetSpec) -> Dataset:
+    from analysis.manifolds import make_manifold
 
-    manifold, _, query = spec.removeprefix("synthetic:").partition("?")
-    if manifold not in MANIFOLDS:
-        raise InvalidInputError(
-            f"unknown manifold {manifold!r} in {spec!r}; available: "
-            f"{', '.join(MANIFOLDS)}"
-        )
-    accepted = ", ".join(_SYNTHETIC_DEFAULTS)
-    params = dict(_SYNTHETIC_DEFAULTS)
-    if manifold == "swiss_roll":
-        params["d"] = 2  # the only dimension it has
-    seen: set[str] = set()
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
-    except ValueError as e:
-        raise InvalidInputError(f"bad query in {spec!r}: {e}") from e
-    for key, text in pairs:
-        if key not in _SYNTHETIC_DEFAULTS:
-            raise InvalidInputError(
-                f"unknown key {key!r} in {spec!r}; accepted keys: {accepted}"
-            )
-        if key in seen:
-            raise InvalidInputError(f"key {key!r} given twice in {spec!r}")
-        seen.add(key)
-        params[key] = _synthetic_value(key, text, spec)
+    params = parsed.params
     d, D, n, seed = (int(params[k]) for k in ("d", "D", "n", "seed"))
-    noise = float(params["noise"])
-    if 4 * n * D > max_bytes:
-        raise FileTooLargeError(
-            f"{spec!r} would take {4 * n * D} bytes, more than the limit of "
-            f"{max_bytes}; lower n or D"
-        )
-    x = make_manifold(manifold, n, d, D, noise=noise, seed=seed)  # (n, D)
-    xt, _ = _checked(x, None)
-    meta = {
-        "manifold": manifold,
-        **params,
-        "intrinsic_dimension": d,
-    }
-    return Dataset(xt, None, spec, manifold, _hash(xt, None), meta)
-
-
-def _synthetic_value(key: str, text: str, spec: str) -> int | float:
-    try:
-        value: int | float = float(text) if key == "noise" else int(text)
-    except ValueError:
-        kind = "a number" if key == "noise" else "an integer"
-        raise InvalidInputError(
-            f"{key} must be {kind} in {spec!r}, got {text!r}"
-        ) from None
-    if key == "noise" and not (math.isfinite(value) and value >= 0):
-        raise InvalidInputError(f"noise must be finite and >= 0 in {spec!r}")
-    if key in ("d", "D", "n") and value < 1:
-        raise InvalidInputError(f"{key} must be at least 1 in {spec!r}, got {value}")
-    if key == "n" and value < 2:
-        raise InvalidInputError(f"n must be at least 2 in {spec!r}, got {value}")
-    return value
+    x = make_manifold(parsed.name, n, d, D, noise=float(params["noise"]), seed=seed)
+    xt, _ = _checked(x, None)  # (n, D)
+    meta = {"manifold": parsed.name, **params, "intrinsic_dimension": d}
+    return Dataset(xt, None, spec, parsed.name, _hash(xt, None), meta)

@@ -8,6 +8,7 @@ sees the bytes.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -18,8 +19,15 @@ from typing import Any
 import torch
 from safetensors.torch import load as parse_safetensors  # a parser: no pickle
 
-from analysis.errors import FileTooLargeError, InvalidInputError, UnsafeFileError
-from contract.archives import ArchiveError, ArchiveTooLarge, ArchiveUnsafe
+from analysis.errors import (
+    FileTooLargeError,
+    InvalidInputError,
+    UnsafeFileError,
+    from_contract,
+)
+from contract.archives import ArchiveError, ArchiveTooLarge, ArchiveUnsafe, check_zip
+from contract.errors import ContractError
+from contract.formats import HEAD_BYTES, Kind, detect_format, is_zip
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 # safetensors dtype -> (torch dtype, bytes per element)
@@ -189,3 +197,26 @@ def count_nonfinite(tensors: dict[str, torch.Tensor]) -> dict[str, int]:
             if bad:
                 out[name] = bad
     return out
+
+
+def file_format(
+    data: bytes, kind: Kind, *, suffix: str = "", max_bytes: int, max_ratio: float
+) -> str:
+    """The format of a whole file by ``contract.formats.detect_format``, as the API
+    tells it; a zip's directory passes the archive caps first (no member is read).
+    """
+    names = None
+    if is_zip(data):
+        try:
+            infos = check_zip(
+                io.BytesIO(data), max_bytes=max_bytes, max_ratio=max_ratio
+            )
+        except ArchiveError as e:
+            raise from_archive_error(e) from e
+        names = [i.filename for i in infos]
+    try:
+        return detect_format(
+            data[:HEAD_BYTES], len(data), kind=kind, zip_names=names, suffix=suffix
+        )
+    except ContractError as e:
+        raise from_contract(e) from e

@@ -169,7 +169,7 @@ def check_architecture(name: str, config: dict[str, Any] | None) -> Any:
     if name in plugin_names():
         return None
     raise ContractError(
-        f"unknown architecture {name[:100]!r}; available: "
+        f"unknown architecture {name[:100]!r}: not a registry name; available: "
         f"{', '.join(architecture_names())}",
         code="unknown_architecture",
     )

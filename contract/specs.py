@@ -76,7 +76,8 @@ def is_builtin(spec: str) -> bool:
 
 
 def parse_spec(spec: str, *, max_bytes: int | None = None) -> DatasetSpec:
-    """Check a built-in spec completely; ``max_bytes`` caps the data it makes.
+    """Check a built-in spec completely; ``max_bytes`` caps the data a synthetic
+    spec makes.
 
     Raises ``ContractError`` listing every problem (code ``too_large`` when the
     only problem is the size).
@@ -102,7 +103,8 @@ def parse_spec(spec: str, *, max_bytes: int | None = None) -> DatasetSpec:
         spec_ = DatasetSpec(kind, name)
     else:
         spec_ = DatasetSpec(kind, name, _synthetic_params(spec, name, query))
-    if max_bytes is not None and spec_.n_bytes > max_bytes:
+    # The bundled sets are small and fixed; a synthetic spec is as large as asked.
+    if kind == "synthetic" and max_bytes is not None and spec_.n_bytes > max_bytes:
         raise ContractError(
             f"{spec[:100]!r} would take {spec_.n_bytes} bytes",
             [f"more than the limit of {max_bytes}; lower n or D"],
@@ -115,7 +117,8 @@ def _synthetic_params(spec: str, manifold: str, query: str) -> dict[str, Any]:
     problems: list[str] = []
     if manifold not in MANIFOLDS:
         raise ContractError(
-            f"unknown manifold {manifold!r} in {spec[:100]!r}",
+            f"unknown manifold {manifold[:40]!r} in {spec[:100]!r} "
+            f"(forms: {SPEC_FORMS})",
             [f"available: {', '.join(MANIFOLDS)}"],
         )
     params: dict[str, Any] = dict(SYNTHETIC_DEFAULTS)
@@ -124,7 +127,9 @@ def _synthetic_params(spec: str, manifold: str, query: str) -> dict[str, Any]:
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as exc:
-        raise ContractError(f"bad query in {spec[:100]!r}", [str(exc)]) from exc
+        raise ContractError(
+            f"bad query in {spec[:100]!r} (forms: {SPEC_FORMS})", [str(exc)]
+        ) from exc
     seen: set[str] = set()
     for key, text in pairs:
         if key not in SYNTHETIC_DEFAULTS:
@@ -146,7 +151,9 @@ def _synthetic_params(spec: str, manifold: str, query: str) -> dict[str, Any]:
         need = ambient_dimension(manifold, d)
         problems.append(f"{manifold} with d={d} lives in R^{need}: pass D >= {need}")
     if problems:
-        raise ContractError(f"invalid dataset spec {spec[:100]!r}", problems)
+        raise ContractError(
+            f"invalid dataset spec {spec[:100]!r} (forms: {SPEC_FORMS})", problems
+        )
     return params
 
 

@@ -9,10 +9,9 @@ from typing import Any
 
 from celery import Celery
 
+from contract.tasks import ROUTES, RUN_ANALYSIS, VALIDATE_UPLOAD
 from service.errors import Unavailable
 
-VALIDATE_UPLOAD = "bottlelens.validate_upload"
-RUN_ANALYSIS = "bottlelens.run_analysis"
 # One quick retry (a pooled connection may have gone stale), then fail: a request
 # must not hang while the broker is down (kombu's default waits seconds).
 _RETRY = {
@@ -69,7 +68,7 @@ class TaskQueue:
             ) from exc
 
     def validate_upload(self, kind: str, object_id: str) -> None:
-        self.send(VALIDATE_UPLOAD, [kind, object_id], queue="cpu")
+        self.send(VALIDATE_UPLOAD, [kind, object_id], queue=ROUTES[VALIDATE_UPLOAD])
 
     def run_analysis(self, analysis_id: str, queue: str) -> None:
         # The task id is the analysis id, so that cancel can revoke it by id.

@@ -32,9 +32,12 @@ SECTIONS = {
     "config": "result_config",
     "provenance": "provenance",
 }
-LAYER_KEYS = tuple(k for k in LayerPublic.model_fields if k != "metrics")
-METRIC_KEYS = tuple(MetricPublic.model_fields)
-BOTTLENECK_KEYS = tuple(BottleneckPublic.model_fields)
+# The record fields that have columns; any other field is kept in ``extras``.
+LAYER_KEYS = tuple(k for k in LayerPublic.model_fields if k in LayerRow.__table__.c)
+METRIC_KEYS = tuple(k for k in MetricPublic.model_fields if k in MetricRow.__table__.c)
+BOTTLENECK_KEYS = tuple(
+    k for k in BottleneckPublic.model_fields if k in BottleneckRow.__table__.c
+)
 
 
 @dataclass
@@ -121,26 +124,34 @@ def json_ready(obj: Any) -> Any:
     raise ValueError(f"{type(obj).__name__} is not JSON: pass plain data")
 
 
-def _validated(model: Any, data: Any, where: str) -> Any:
+def _validated(
+    model: Any, data: Any, where: str, columns: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The record checked by its contract model: ``(column values, extras)``.
+
+    Fields the model lacks (a newer library's) are kept as ``extras``, unchecked.
+    """
     if not isinstance(data, dict):
         raise ValueError(f"{where} must be an object")
+    known = {k: v for k, v in data.items() if k in model.model_fields}
     try:
-        return model.model_validate(data)
+        record = model.model_validate(known)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
         )
         raise ValueError(f"{where} is malformed: {problems}") from exc
+    dumped = record.model_dump()
+    extras = {k: v for k, v in data.items() if k not in model.model_fields}
+    extras |= {k: v for k, v in dumped.items() if k not in columns and k != "metrics"}
+    return {k: getattr(record, k) for k in columns}, json_ready(extras) or None
 
 
 def _layer(position: int, data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     where = f"result.layers[{position}]"
-    layer = _validated(LayerPublic, data, where)
-    row = {k: getattr(layer, k) for k in LAYER_KEYS}
+    row, extras = _validated(LayerPublic, data, where, LAYER_KEYS)
     row.update(
-        position=position,
-        projection=json_ready(row["projection"]),
-        extras=json_ready(layer.model_extra) or None,
+        position=position, projection=json_ready(row["projection"]), extras=extras
     )
     metrics = [
         _metric(i, m, f"{where}.metrics[{i}]") for i, m in enumerate(data["metrics"])
@@ -149,28 +160,22 @@ def _layer(position: int, data: Any) -> tuple[dict[str, Any], list[dict[str, Any
 
 
 def _metric(position: int, data: Any, where: str) -> dict[str, Any]:
-    metric = _validated(MetricPublic, data, where)
-    row = {k: getattr(metric, k) for k in METRIC_KEYS}
+    row, extras = _validated(MetricPublic, data, where, METRIC_KEYS)
     bad = [k for k in ("value", "ci_low", "ci_high") if not _finite(row[k])]
     for k in bad:
         row[k] = None  # NULL with a reason, as MetricValue itself does
     if bad and row["reason"] is None:
         row["reason"] = f"non-finite {', '.join(bad)}"
-    row.update(
-        position=position,
-        params=json_ready(row["params"]),
-        extras=json_ready(metric.model_extra) or None,
-    )
+    row.update(position=position, params=json_ready(row["params"]), extras=extras)
     return row
 
 
 def _bottleneck(position: int, data: Any) -> dict[str, Any]:
     where = f"result.bottlenecks[{position}]"
-    b = _validated(BottleneckPublic, data, where)
-    if not _finite(b.ratio):
+    row, extras = _validated(BottleneckPublic, data, where, BOTTLENECK_KEYS)
+    if not _finite(row["ratio"]):
         raise ValueError(f"{where}.ratio must be finite")
-    row = {k: getattr(b, k) for k in BOTTLENECK_KEYS}
-    row.update(position=position, extras=json_ready(b.model_extra) or None)
+    row.update(position=position, extras=extras)
     return row
 
 

@@ -6,28 +6,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contract.result import BottleneckRecord, LayerRecord, MetricRow
+from contract.tasks import analysis_queue
 from service.errors import InvalidInput
 
 UploadStatus = Literal["validating", "ready", "rejected"]
 AnalysisStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-DEVICES = ("auto", "cpu", "cuda")
-
-_ARCHITECTURE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
-_QUERY_PAIR = r"[A-Za-z]\w*=[0-9A-Za-z.+-]+"
-_SPEC = re.compile(
-    rf"sklearn:[a-z_][a-z0-9_]*|synthetic:[a-z_][a-z0-9_]*(\?{_QUERY_PAIR}(&{_QUERY_PAIR})*)?"
-)
-SPEC_FORMS = (
-    "sklearn:digits, sklearn:breast_cancer or "
-    "synthetic:<manifold>?d=5&D=64&n=2000&noise=0.01&seed=0"
-)
 
 
 class ErrorInfo(BaseModel):
@@ -75,8 +65,9 @@ class DatasetsPublic(BaseModel):
 
 
 class AnalysisCreate(BaseModel):
-    """What to analyse; ``config`` is the analysis config (checked by the worker),
-    plus ``device`` (``auto``, ``cpu``, ``cuda``), which picks the queue."""
+    """What to analyse; ``config`` is the analysis config (``contract.config``),
+    checked and completed with its defaults before anything is queued; its
+    ``device`` picks the queue."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -89,14 +80,11 @@ class AnalysisCreate(BaseModel):
     def _json_ready(cls, config: dict[str, Any]) -> dict[str, Any]:
         if not _finite(config):
             raise ValueError("config holds NaN or Infinity; use finite numbers")
-        device = config.get("device", "auto")
-        if device not in DEVICES:
-            raise ValueError(f"config.device must be one of {DEVICES}")
         return config
 
     @property
     def queue(self) -> str:
-        return "cpu" if self.config.get("device") == "cpu" else "gpu"
+        return analysis_queue(self.config.get("device", "auto"))
 
 
 class AnalysisPublic(BaseModel):
@@ -119,50 +107,15 @@ class AnalysesPublic(BaseModel):
     count: int
 
 
-class MetricPublic(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    metric: str
-    estimator: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n_samples: int
-    params: dict[str, Any]
-    reason: str | None
-    flags: list[str]
-
-
-class LayerPublic(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    name: str
-    index: int
-    module: str
-    shape: list[int]
-    width: int
-    is_bottleneck: bool
-    projected_to: int | None
-    projection: dict[str, Any] | None
-    metrics: list[MetricPublic]
+# The result records are the contract's: one schema for the library and the API.
+MetricPublic = MetricRow
+LayerPublic = LayerRecord
+BottleneckPublic = BottleneckRecord
 
 
 class LayersPublic(BaseModel):
     data: list[LayerPublic]
     count: int
-
-
-class BottleneckPublic(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    layer: str
-    block: str
-    width_in: int
-    width: int
-    width_out: int
-    ratio: float
-    kind: str
-    skip_connection: bool | None
 
 
 class BottlenecksPublic(BaseModel):
@@ -256,15 +209,6 @@ class AnalysisJob:
     dataset: DatasetRef
 
 
-def parse_architecture(value: str | None) -> str:
-    if value is None or not _ARCHITECTURE.fullmatch(value):
-        raise InvalidInput(
-            "architecture must be a registry name such as mlp or resnet "
-            "(letters, digits, _ . : -; at most 100 characters)"
-        )
-    return value
-
-
 def parse_json_object(text: str | None, what: str) -> dict[str, Any]:
     """A JSON object from a form field; NaN and Infinity are refused."""
     if text is None or not text.strip():
@@ -276,16 +220,6 @@ def parse_json_object(text: str | None, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidInput(f"{what} must be a JSON object, got {type(value).__name__}")
     return value
-
-
-def parse_dataset_spec(spec: str) -> str:
-    """Built-in specs only: a path here would make the worker read its own files."""
-    if len(spec) > 500 or not _SPEC.fullmatch(spec):
-        raise InvalidInput(
-            f"unknown dataset spec form {spec[:100]!r}; use {SPEC_FORMS}, "
-            "or upload a file (.npz, .safetensors, .csv) as the form field file"
-        )
-    return spec
 
 
 def _no_constant(name: str) -> Any:

@@ -22,14 +22,11 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from contract.tasks import CPU_QUEUE, QUEUES, RECONCILE
+from contract.tasks import ROUTES as TASK_ROUTES
 from service.settings import Settings, get_settings
 
-QUEUES = ("gpu", "cpu")
-ROUTES = {
-    "bottlelens.validate_upload": {"queue": "cpu"},
-    "bottlelens.reconcile": {"queue": "cpu"},
-    "bottlelens.run_analysis": {"queue": "gpu"},
-}
+ROUTES = {task: {"queue": queue} for task, queue in TASK_ROUTES.items()}
 
 
 class WorkerConfigError(ValueError):
@@ -96,15 +93,18 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_queues=[
             Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES
         ],
-        task_default_queue="cpu",
+        task_default_queue=CPU_QUEUE,
         task_routes=ROUTES,
         task_serializer="json",
         accept_content=["json"],
         beat_schedule={
             "reconcile": {
-                "task": "bottlelens.reconcile",
+                "task": RECONCILE,
                 "schedule": float(settings.reconcile_interval_s),
-                "options": {"queue": "cpu", "expires": settings.reconcile_interval_s},
+                "options": {
+                    "queue": TASK_ROUTES[RECONCILE],
+                    "expires": settings.reconcile_interval_s,
+                },
             }
         },
     )

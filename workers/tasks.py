@@ -33,6 +33,8 @@ from analysis.errors import (
     UnknownArchitectureError,
     UnsafeFileError,
 )
+from contract.errors import ContractError
+from contract.tasks import RECONCILE, ROUTES, RUN_ANALYSIS, VALIDATE_UPLOAD
 from service import store
 from service.db import session_scope
 from service.schemas import DatasetRef, ModelRef, UploadJob
@@ -63,6 +65,8 @@ ERROR_CODES: tuple[tuple[type[BaseException], str], ...] = (
 
 
 def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ContractError):
+        return exc.code
     for cls, code in ERROR_CODES:
         if isinstance(exc, cls):
             return code
@@ -77,7 +81,7 @@ def worker_id(task_id: str | None) -> str:
 # --- validate_upload ----------------------------------------------------------
 
 
-@app.task(name="bottlelens.validate_upload")
+@app.task(name=VALIDATE_UPLOAD)
 def validate_upload(kind: Kind, object_id: str) -> str:
     """Run the intake checks of an upload; mark it ``ready`` or ``rejected``."""
     if kind not in ("model", "dataset"):
@@ -188,7 +192,7 @@ def open_dataset(
 # --- run_analysis -------------------------------------------------------------
 
 
-@app.task(name="bottlelens.run_analysis", bind=True)
+@app.task(name=RUN_ANALYSIS, bind=True)
 def run_analysis(self: Any, analysis_id: str) -> str:
     """Claim the analysis, run ``analysis.analyse`` under a lease, save the result."""
     settings = get_settings()
@@ -286,6 +290,7 @@ def run_job(
         model_info=model_info,
         progress=progress,
         artifacts_dir=artifacts_dir,
+        fatal=(SoftTimeLimitExceeded, AnalysisStopped),
     )
     return result.to_dict()
 
@@ -322,7 +327,7 @@ def _release_gpu_memory() -> None:
 # --- reconcile ----------------------------------------------------------------
 
 
-@app.task(name="bottlelens.reconcile")
+@app.task(name=RECONCILE)
 def reconcile() -> int:
     """Re-enqueue analyses left queued (message lost) or running (lease expired),
     and uploads left validating (message lost)."""
@@ -340,7 +345,7 @@ def reconcile_now() -> int:
     with session_scope() as session:
         uploads = store.uploads_to_reconcile(session, now=now, grace_s=grace_s)
     for kind, object_id in uploads:
-        validate_upload.apply_async((kind, object_id), queue="cpu")
+        validate_upload.apply_async((kind, object_id), queue=ROUTES[VALIDATE_UPLOAD])
     if todo or uploads:
         log.info(
             "reconcile: re-enqueued %d analyses, %d uploads", len(todo), len(uploads)

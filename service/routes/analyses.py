@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse, JSONResponse
 
-from service import store
+from service import checks, store
 from service.errors import NotFound, Unavailable
 from service.routes.deps import (
     IdFilter,
@@ -41,6 +41,8 @@ def create_analysis(
     settings: SettingsDep,
 ) -> AnalysisPublic:
     """Queue an analysis of a ready model on a ready dataset; follow ``Location``."""
+    config = checks.analysis_config(body.config)  # 422 listing every problem
+    body = body.model_copy(update={"config": config.to_dict()})
     retry_after_s = settings.queue_full_retry_after_s
     analysis = store.create_analysis(session, key, body, retry_after_s=retry_after_s)
     session.commit()  # before enqueueing: the worker must find the row

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from service import store
+from service import checks, store
 from service.errors import InvalidInput
 from service.routes.deps import (
     AdminKey,
@@ -22,7 +22,7 @@ from service.routes.deps import (
     form_body,
     remove_upload,
 )
-from service.schemas import DatasetPublic, DatasetsPublic, parse_dataset_spec
+from service.schemas import DatasetPublic, DatasetsPublic
 from service.storage import Storage, Upload, dataset_format
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
@@ -47,7 +47,7 @@ async def create_dataset(
     async with storage.receive(
         request, max_bytes=key.max_upload_bytes, fields=("spec",)
     ) as upload:
-        created = _from_form(upload, storage)
+        created = _from_form(upload, storage, key.max_upload_bytes)
     dataset = await run_in_threadpool(
         lambda: store.create_dataset(session, key.team_id, **created)
     )
@@ -79,13 +79,14 @@ def delete_dataset(
     remove_upload(session, storage, "dataset", key.team_id, dataset_id)
 
 
-def _from_form(upload: Upload, storage: Storage) -> dict[str, Any]:
+def _from_form(upload: Upload, storage: Storage, max_bytes: int) -> dict[str, Any]:
     """A built-in spec, or the uploaded file moved to its hash-derived path."""
     spec = upload.fields.get("spec")
     if spec is not None:
         if upload.tmp is not None:
             raise InvalidInput("send either a file or a spec, not both")
-        return {"format": "builtin", "spec": parse_dataset_spec(spec)}
+        spec = checks.dataset_spec(spec, max_bytes=max_bytes)
+        return {"format": "builtin", "spec": spec}
     fmt = dataset_format(upload)
     storage.keep(upload)
     return {

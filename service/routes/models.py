@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from service import store
+from service import checks, store
 from service.routes.deps import (
     AdminKey,
     Limit,
@@ -22,7 +22,6 @@ from service.routes.deps import (
 from service.schemas import (
     ModelPublic,
     ModelsPublic,
-    parse_architecture,
     parse_json_object,
 )
 from service.storage import weights_format
@@ -51,10 +50,10 @@ async def create_model(
     async with storage.receive(
         request, max_bytes=key.max_upload_bytes, fields=fields
     ) as upload:
-        architecture = parse_architecture(upload.fields.get("architecture"))
         config = parse_json_object(
             upload.fields.get("architecture_config"), "architecture_config"
         )
+        architecture = checks.architecture(upload.fields.get("architecture"), config)
         fmt = weights_format(upload)
         storage.keep(upload)
     model = await run_in_threadpool(

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
+from contract.config import parse_config
 from service import store
 from service.db import session_scope
 from service.main import create_app
@@ -51,7 +52,9 @@ def test_submit_is_202_with_location_and_enqueued_by_name(
     body = r.json()
     assert r.headers["Location"] == f"/v1/analyses/{body['id']}"
     assert (body["status"], body["progress"], body["attempt"]) == ("queued", 0.0, 0)
-    assert body["config"] == {"samples": 200} and body["error"] is None
+    # The stored config is the submitted one completed with every default.
+    assert body["config"] == parse_config({"samples": 200}).to_dict()
+    assert body["error"] is None
     assert sent == [
         {
             "name": "bottlelens.run_analysis",
