@@ -13,6 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from workers.outputs import (
+    OutputPathError,
+    check_file,
+    check_folder,
+    check_tree,
+    save_or_fallback,
+)
+
 if TYPE_CHECKING:
     from analysis.result import AnalysisResult
 
@@ -26,6 +34,14 @@ app = typer.Typer(
 DEMO_METRICS = "id,mi,probe,cka,attribution"
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Torch threads (numpy's BLAS runs one inside each). Default: "
+        "OMP_NUM_THREADS, else the cores this process may use.",
+    ),
+]
 
 
 def main() -> None:
@@ -33,7 +49,8 @@ def main() -> None:
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    # One line, however long: the terminal wraps it, a log or a grep sees it whole.
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -50,6 +67,29 @@ def _parse_json(text: str | None, what: str) -> dict[str, Any]:
     return value
 
 
+def _check_outputs(
+    outputs: dict[str, Path | None], folders: dict[str, Path | None]
+) -> None:
+    """Every file and folder the command will write, before any work; exit 2 else."""
+    try:
+        for option, path in outputs.items():
+            if path is not None:
+                check_file(path, option)
+        for option, path in folders.items():
+            if path is not None:
+                check_folder(path, option)
+    except OutputPathError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _picture_paths(plot: Path) -> dict[str, Path | None]:
+    return {
+        "--plot": plot,
+        "--plot (information plane)": plot.with_suffix(".information.png"),
+        "--plot (CKA)": plot.with_suffix(".cka.png"),
+    }
+
+
 def _run(
     *,
     arch: str,
@@ -57,13 +97,17 @@ def _run(
     weights: Path,
     data: str,
     config: dict[str, Any],
-    device: str,
     allow_code_checkpoints: bool,
     artifacts: Path | None = None,
+    threads: int | None = None,
 ) -> AnalysisResult:
+    """Load, analyse with a progress bar; ``config`` is stored with the result."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from analysis import analyse, load_dataset, load_model
+    from analysis.threads import set_threads
+
+    set_threads(threads)
 
     model, ckpt = load_model(
         arch, arch_config, weights, allow_code_checkpoints=allow_code_checkpoints
@@ -90,7 +134,7 @@ def _run(
         return analyse(
             model,
             dataset,
-            {**config, "device": device},  # stored with the result
+            config,
             model_info=model_info,
             progress=progress,
             artifacts_dir=artifacts,
@@ -98,8 +142,12 @@ def _run(
 
 
 def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
-    """Tables on the console; JSON to ``out``; pictures next to ``plot``."""
-    from analysis.report import plot_information_plane, plot_profile, result_tables
+    """Tables on the console; JSON to ``out``; pictures next to ``plot``.
+
+    A result that cannot be written to ``out`` goes to a fallback file, named on the
+    console, and the command exits 2 once the pictures are drawn.
+    """
+    from analysis.report import result_tables
 
     data = result.to_dict()
     title = (
@@ -110,11 +158,27 @@ def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
     )
     for shown in result_tables(data, title=title):
         console.print(shown)
+    failed: list[str] = []
     if out is not None:
-        result.save(out)
-        console.print(f"result written to {out}")
-    if plot is None:
-        return
+        written, error = save_or_fallback(result, out)
+        if error is None:
+            console.print(f"result written to {out}")
+        else:
+            failed.append(
+                f"could not write {out} ({error}); the result is in {written}"
+            )
+    if plot is not None:
+        try:
+            _draw(data, plot)
+        except OSError as exc:
+            failed.append(f"could not draw the pictures next to {plot} ({exc})")
+    if failed:
+        raise _fail("; ".join(failed))
+
+
+def _draw(data: dict[str, Any], plot: Path) -> None:
+    from analysis.report import plot_information_plane, plot_profile
+
     drawn: list[Path | None] = [plot_profile(data, plot)]
     drawn.append(plot_information_plane(data, plot.with_suffix(".information.png")))
     if data["similarity"] and data["similarity"]["matrix"]:
@@ -128,8 +192,20 @@ def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
     console.print("pictures: " + ", ".join(str(p) for p in drawn if p is not None))
 
 
+# Options that are also analysis config keys: given on the command line they override
+# --config; left at their defaults they fill only what --config leaves out.
+_CONFIG_FLAGS = ("samples", "layers", "seed", "budget", "metrics", "device", "exact")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    # By name: typer may bring its own copy of click and of its ParameterSource.
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 @app.command()
 def analyze(
+    ctx: typer.Context,
     arch: Annotated[str, typer.Option(help="Architecture name in the registry.")],
     weights: Annotated[
         Path, typer.Option(help=".safetensors, or a .pt/.pth state dict.")
@@ -175,33 +251,58 @@ def analyze(
     plot: Annotated[
         Path | None, typer.Option(help="Draw the layer profile as a PNG here.")
     ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
-    """Analyse every layer of a model on a dataset and print a per-layer table."""
+    """Analyse every layer of a model on a dataset and print a per-layer table.
+
+    Options that are analysis config keys override --config only when given.
+    """
     from analysis.errors import BottlelensError
 
     cfg = _parse_json(config, "--config")
-    cfg.update(samples=samples, layers=layers, seed=seed, budget=budget)
-    cfg["metrics"] = metrics
-    if artifacts is None and "attribution" in metrics:
+    flags = {
+        "samples": samples,
+        "layers": layers,
+        "seed": seed,
+        "budget": budget,
+        "metrics": metrics,
+        "device": device,
+        "exact": exact or None,
+    }
+    for key in _CONFIG_FLAGS:
+        if flags[key] is not None and (_given(ctx, key) or key not in cfg):
+            cfg[key] = flags[key]
+    if artifacts is None and "attribution" in cfg["metrics"]:
         artifacts = (out or Path("result.json")).with_suffix(".artifacts")
-    if exact:
-        cfg["exact"] = exact
+        artifacts_option = "--artifacts (default, next to --out)"
+    else:
+        artifacts_option = "--artifacts"
+    arch_cfg = _parse_json(arch_config, "--arch-config")
     if not weights.is_file():
         raise _fail(f"--weights {weights} is not a file")
+    _check_outputs(
+        {"--out": out, **(_picture_paths(plot) if plot else {})},
+        {artifacts_option: artifacts},
+    )
     try:
         result = _run(
             arch=arch,
-            arch_config=_parse_json(arch_config, "--arch-config"),
+            arch_config=arch_cfg,
             weights=weights,
             data=data,
             config=cfg,
-            device=device,
             allow_code_checkpoints=allow_code_checkpoints,
             artifacts=artifacts,
+            threads=threads,
         )
     except BottlelensError as exc:
-        raise _fail(str(exc)) from exc
+        raise _fail(_one_line(exc)) from exc
     _show(result, out, plot)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @app.command()
@@ -215,25 +316,41 @@ def demo(
     metrics: Annotated[
         str, typer.Option(help="Comma-separated: id, mi, probe, cka, attribution.")
     ] = DEMO_METRICS,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a bottleneck MLP on sklearn:digits, save it, analyse it."""
     from analysis.demo import train_demo_model
+    from analysis.errors import BottlelensError
+    from analysis.threads import set_threads
 
+    try:
+        check_tree(workdir, "--workdir")
+    except OutputPathError as exc:
+        raise _fail(str(exc)) from exc
+    set_threads(threads)
     console.print("training the demo model (64-128-64-8-64-10 MLP on sklearn:digits)")
     trained = train_demo_model(workdir, seed=seed)
     console.print(
         f"test accuracy {trained.test_accuracy:.3f}; weights saved to {trained.weights}"
     )
-    result = _run(
-        arch=trained.architecture,
-        arch_config=trained.config,
-        weights=trained.weights,
-        data=trained.dataset,
-        config={"samples": samples, "seed": seed, "metrics": metrics},
-        device=device,
-        allow_code_checkpoints=False,
-        artifacts=workdir / "attribution",
-    )
+    try:
+        result = _run(
+            arch=trained.architecture,
+            arch_config=trained.config,
+            weights=trained.weights,
+            data=trained.dataset,
+            config={
+                "samples": samples,
+                "seed": seed,
+                "metrics": metrics,
+                "device": device,
+            },
+            allow_code_checkpoints=False,
+            artifacts=workdir / "attribution",
+            threads=threads,
+        )
+    except BottlelensError as exc:
+        raise _fail(_one_line(exc)) from exc
     _show(result, workdir / "result.json", workdir / "profile.png")
 
 
@@ -341,6 +458,7 @@ def db_upgrade(
 def quickstart(
     port: Annotated[int, typer.Option(help="Port of the local service.")] = 8765,
     samples: Annotated[int, typer.Option(help="Samples to analyse.")] = 1000,
+    threads: ThreadsOption = None,
 ) -> None:
     """The REST API end to end: embedded service, demo upload, analysis, table.
 
@@ -348,8 +466,10 @@ def quickstart(
     sklearn:digits over HTTP, follows the analysis, prints the per-layer table and
     the URLs to look at, and stops the service.
     """
+    from analysis.threads import set_threads
     from workers.quickstart import QuickstartError, run_quickstart
 
+    set_threads(threads)  # the service started below inherits OMP_NUM_THREADS
     try:
         run_quickstart(port=port, samples=samples, console=console)
     except QuickstartError as exc:
