@@ -12,8 +12,9 @@ What a file declares is checked before anything of that size is allocated:
 
 The cap ``max_bytes`` bounds what the arrays take once loaded: the stored bytes of
 every array, and ``x`` as float32 (uint8 images grow 4 times). So the memory of
-loading a dataset is at most about the file, plus ``max_bytes`` for the arrays,
-plus the float32 copy of ``x`` and the finiteness masks (half of it again).
+loading a dataset is at most about the file plus 1.5 times ``max_bytes`` (an array
+stored narrower than float32 and its float32 copy); the finiteness check runs in
+blocks. ``bench/bench_intake.py`` measures it.
 """
 
 from __future__ import annotations
