@@ -192,3 +192,24 @@ def test_files_must_be_regular_and_small(tmp_path):
     np.savez(path, x=X)
     with pytest.raises(FileTooLargeError):
         load_dataset(str(path), max_bytes=100)
+
+
+def test_csv_streamed_with_bom_crlf_and_quoted_names(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b'\xef\xbb\xbf"w, h",label\r\n1.5,2\r\n\r\n-3,0\r\n')
+    ds = load_dataset(str(path))
+    assert ds.x.tolist() == [[1.5], [-3.0]]
+    assert ds.y is not None and ds.y.dtype == torch.int64 and ds.y.tolist() == [2, 0]
+
+
+def test_nonfinite_report_spans_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr("analysis.datasets._FINITE_BLOCK", 6)  # 2 rows per block
+    x = np.ones((9, 3))
+    x[0, 0], x[5, 1], x[8, 2], x[8, 0] = np.nan, np.inf, -np.inf, np.nan
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x)
+    with pytest.raises(
+        InvalidInputError,
+        match=r"4 non-finite .*2 NaN, 2 Inf\) in 3 samples \(indices 0, 5, 8\)",
+    ):
+        load_dataset(str(path))
