@@ -95,6 +95,11 @@ def test_member_count_names_and_methods():
             zf.writestr(f"m{i}", b"")
     with pytest.raises(ArchiveTooLarge, match="20 members, over the cap of 10"):
         check_zip(buf, max_members=10)
+    lying = bytearray(buf.getvalue())  # the end record claims 1 entry
+    at = lying.rfind(b"PK\x05\x06")
+    lying[at + 8 : at + 12] = struct.pack("<HH", 1, 1)
+    with pytest.raises(ArchiveTooLarge, match="11 members, over the cap of 10"):
+        check_zip(io.BytesIO(bytes(lying)), max_members=10)
     for name in ("../evil", "/etc/passwd", "a/../../b", "C:/x"):
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
