@@ -129,7 +129,10 @@ def analyse(
     indices = _sample_indices(len(x), cfg.samples, cfg.seed)
     xs = x[indices]  # (n, ...)
     ys = None if y is None else y[indices]
-    dry_run(model, xs[:2].to(dev))
+    output = dry_run(model, xs[:2].to(dev))
+    families = [REGISTRY[name] for name in cfg.metrics]
+    for family in families:
+        family.check(cfg, ys, output)
 
     with timer("profile"):
         report("profile", 0, 1)
@@ -165,7 +168,6 @@ def analyse(
         auto_layers=auto,
         artifacts_dir=None if artifacts_dir is None else Path(artifacts_dir),
     )
-    families = [REGISTRY[name] for name in cfg.metrics]
     _measure_layers(ctx, families, neck_layers, report, warnings, timer, fatal)
     sections = _sections(ctx, families, report, warnings, timer, fatal)
     del cap, ctx.activations

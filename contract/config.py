@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contract.errors import ContractError
 from contract.estimators import validation_problems
-from contract.families import FAMILIES, FAMILY_NAMES, Section
+from contract.families import FAMILIES, Section
 
 CONFIG_VERSION = 2
 
@@ -75,7 +75,7 @@ class AnalysisConfig(BaseModel):
         if unknown:
             raise ValueError(
                 f"unknown metric family {', '.join(map(repr, unknown))}; choose from "
-                f"{', '.join(FAMILY_NAMES)}"
+                f"{', '.join(tuple(FAMILIES))}"
             )
         if len(set(metrics)) != len(metrics):
             raise ValueError("a metric family is named twice")
@@ -102,7 +102,7 @@ class AnalysisConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, every section included with its defaults."""
         out = {name: _jsonable(getattr(self, name)) for name in type(self).model_fields}
-        for family in FAMILY_NAMES:
+        for family in tuple(FAMILIES):
             out[family] = _jsonable(self.section(family).model_dump())
         return out
 
@@ -138,7 +138,7 @@ def parse_config(data: dict[str, Any] | AnalysisConfig | None) -> AnalysisConfig
             problems.append(f"{key}: this key is now {V1_KEYS[key]}")
         else:
             problems.append(
-                f"{key}: unknown key; accepted: {', '.join([*core, *FAMILY_NAMES])}"
+                f"{key}: unknown key; accepted: {', '.join([*core, *tuple(FAMILIES)])}"
             )
     for key in ("metrics", "exact"):
         if isinstance(data.get(key), list):
@@ -151,7 +151,7 @@ def parse_config(data: dict[str, Any] | AnalysisConfig | None) -> AnalysisConfig
         config = AnalysisConfig.model_validate(data | sections)
     except ValidationError as exc:
         problems += [
-            p for p in validation_problems(exc) if not p.startswith(FAMILY_NAMES)
+            p for p in validation_problems(exc) if not p.startswith(tuple(FAMILIES))
         ]
         config = None
     if problems or config is None:

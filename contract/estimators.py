@@ -132,13 +132,13 @@ ESTIMATORS: dict[str, dict[str, EstimatorSpec]] = {
         for s in (
             EstimatorSpec("twonn", "id", TwoNNParams, 20, 200, "Facco et al. 2017"),
             EstimatorSpec("mle", "id", MLEParams, 20, 200, "Levina & Bickel 2005"),
-            EstimatorSpec("pca90", "id", PCAParams, 10, 100, "PCA, 90% variance"),
+            EstimatorSpec("pca90", "id", PCAParams, 20, 200, "PCA, 90% variance"),
             EstimatorSpec(
                 "participation_ratio",
                 "id",
                 ParticipationRatioParams,
-                10,
-                100,
+                20,
+                200,
                 "(sum lambda)^2 / sum lambda^2",
             ),
         )

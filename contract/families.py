@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from contract.errors import ContractError
-from contract.estimators import ESTIMATORS, ID_METHODS, resolve_params
+from contract.estimators import ESTIMATORS, ID_METHODS, ProbeMIParams, resolve_params
 
 
 class Section(BaseModel):
@@ -83,7 +83,7 @@ class MiSection(Section):
 class ProbeSection(Section):
     """``cv``: folds of the cross-validated logistic-regression probe."""
 
-    cv: int = Field(default=5, ge=2, le=20)
+    cv: int = Field(default=ProbeMIParams().cv, ge=2, le=20)
 
 
 class CkaSection(Section):
@@ -95,11 +95,11 @@ class CkaSection(Section):
 
 class AttributionSection(Section):
     """``target``: ``"auto"`` (reconstruction when the output has the input's
-    shape, else the predicted class), ``"predicted"``, ``"reconstruction"`` or an
-    output index; ``maps``: seeded samples whose maps are saved; ``steps``:
-    integration steps."""
+    shape, else the predicted class), ``"predicted"``, ``"label"`` (each sample's
+    true class), ``"reconstruction"`` or an output index; ``maps``: seeded samples
+    whose maps are saved; ``steps``: integration steps."""
 
-    target: Literal["auto", "predicted", "reconstruction"] | int = "auto"
+    target: Literal["auto", "predicted", "label", "reconstruction"] | int = "auto"
     maps: int = Field(default=16, ge=1, le=256)
     steps: int = Field(default=32, ge=2, le=1024)
 

@@ -68,6 +68,12 @@ class Family:
     def spec(self) -> FamilySpec:
         return FAMILIES[self.name]
 
+    def check(
+        self, config: AnalysisConfig, ys: torch.Tensor | None, output: Any
+    ) -> None:
+        """Refuse, before any long work, what this family cannot do with these
+        labels and this model output (``output``: the dry run's, 2 samples)."""
+
     def layer_rows(
         self, ctx: Context, info: LayerInfo, acts: torch.Tensor
     ) -> list[MetricValue]:

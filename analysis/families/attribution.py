@@ -2,7 +2,8 @@
 layer's rows, the maps are saved under the artifacts folder.
 
 Target ``"auto"``: the reconstruction when the model's output has the input's
-shape (an autoencoder), else the predicted class; ``"predicted"``, an output
+shape (an autoencoder), else the predicted class; ``"predicted"``, ``"label"``
+(each sample's true class: labels must index the model's outputs), an output
 index, or ``"reconstruction"`` choose.
 """
 
@@ -10,12 +11,37 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from analysis.config import AnalysisConfig
+from analysis.errors import InvalidInputError
 from analysis.families import Context, Family, register
+from analysis.labels import check_labels
 
 
 @register
 class Attribution(Family):
     name = "attribution"
+
+    def check(
+        self, config: AnalysisConfig, ys: torch.Tensor | None, output: Any
+    ) -> None:
+        target = config.section("attribution").target
+        if not isinstance(output, torch.Tensor) or output.ndim < 2:
+            return
+        n_outputs = output.flatten(1).shape[1]
+        if target == "label":
+            if ys is None or ys.is_floating_point():
+                raise InvalidInputError(
+                    'attribution.target "label" needs class labels; the dataset '
+                    'has none: use "predicted" or an output index'
+                )
+            check_labels(ys, n_outputs)
+        elif isinstance(target, int) and target >= n_outputs:
+            raise InvalidInputError(
+                f"attribution.target {target} is not an output of a model with "
+                f"{n_outputs} outputs; use 0..{n_outputs - 1}"
+            )
 
     def section(self, ctx: Context) -> list[dict[str, Any]]:
         from analysis.attribution import attribute_bottlenecks
@@ -24,7 +50,9 @@ class Attribution(Family):
             return []
         assert ctx.artifacts_dir is not None  # the pipeline checks it up front
         section = ctx.section("attribution")
-        target = None if section.target == "predicted" else section.target
+        target = {"predicted": None, "label": ctx.ys}.get(
+            section.target, section.target
+        )
         reports = attribute_bottlenecks(
             ctx.model,
             ctx.xs,

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from contract.config import parse_config
+from contract.errors import ContractError
 from service import store
 from service.db import session_scope
 from service.main import create_app
@@ -298,3 +299,45 @@ def test_artifacts_are_served_by_name_and_never_outside_their_folder(
         r = client.get(f"{url}/{name}", headers=read)
         assert r.status_code == 404, name
         assert "not yours" not in r.text
+
+
+def test_a_config_the_worker_would_refuse_is_422_at_once_with_every_problem(
+    client: TestClient, engine: Engine, team: Team, sent: list
+) -> None:
+    model, dataset = ready_model_and_dataset(client, engine, team)
+    sent.clear()
+    bad = {
+        "metrics": ["id", "entropy"],
+        "samples": 1,
+        "foo": 1,
+        "id": {"methods": ["twonn", "nope"]},
+        "mi": {"params": {"ksg": {"k": 0}}},
+    }
+    r = _submit(client, team, model, dataset, **bad)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    with pytest.raises(ContractError) as info:  # the CLI's and the worker's words
+        parse_config(bad)
+    assert body["code"] == "invalid_input"
+    assert body["problems"] == info.value.problems and len(body["problems"]) == 5
+    assert sent == []  # nothing was queued
+    listed = client.get("/v1/analyses", headers=team.headers()).json()
+    assert listed["count"] == 0
+
+
+def test_unknown_architecture_config_keys_and_large_specs_are_422_at_once(
+    client: TestClient, team: Team, sent: list
+) -> None:
+    r = upload_model(
+        client, team, architecture_config='{"widths": [4, "x"], "depth": 3}'
+    )
+    assert r.status_code == 422, r.text
+    problems = r.json()["problems"]
+    assert len(problems) == 2 and any("'depth'" in p for p in problems), problems
+    r = client.post(
+        "/v1/datasets",
+        headers=team.headers(),
+        data={"spec": "synthetic:linear?n=100000000&D=4096"},
+    )
+    assert r.status_code == 422 and r.json()["code"] == "too_large", r.text
+    assert sent == []
