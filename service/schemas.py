@@ -100,6 +100,11 @@ class AnalysisPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What a succeeded run changed or left out (the result's "
+        "warnings): samples clipped, a family skipped or failed on a layer.",
+    )
 
 
 class AnalysesPublic(BaseModel):

@@ -200,6 +200,7 @@ def _analysis_public(row: AnalysisRow) -> AnalysisPublic:
         created_at=row.created_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        warnings=list((row.extras or {}).get("warnings") or []),
     )
 
 

@@ -341,3 +341,19 @@ def test_unknown_architecture_config_keys_and_large_specs_are_422_at_once(
     )
     assert r.status_code == 422 and r.json()["code"] == "too_large", r.text
     assert sent == []
+
+
+def test_warnings_of_a_succeeded_run_are_in_the_api(
+    client: TestClient, engine: Engine, team: Team, demo_result: dict
+) -> None:
+    model, dataset = ready_model_and_dataset(client, engine, team)
+    analysis = _submit(client, team, model, dataset).json()
+    warned = {**demo_result, "warnings": ["probe: not run, the dataset has no labels"]}
+    _finish(engine, analysis["id"], warned)
+    got = client.get(f"/v1/analyses/{analysis['id']}", headers=team.headers()).json()
+    assert got["status"] == "succeeded"
+    assert got["warnings"] == ["probe: not run, the dataset has no labels"]
+    results = client.get(
+        f"/v1/analyses/{analysis['id']}/results", headers=team.headers()
+    ).json()
+    assert results["warnings"] == got["warnings"]
