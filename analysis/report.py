@@ -28,8 +28,20 @@ def id_estimators(result: dict[str, Any]) -> list[str]:
     return seen
 
 
+LOW_SAMPLES_MARK = "†"
+LOW_SAMPLES_NOTE = (
+    f"{LOW_SAMPLES_MARK} low_samples: fewer samples than the estimator needs for a "
+    "stable value; read with care"
+)
+
+
+def low_samples(m: dict[str, Any] | None) -> bool:
+    return m is not None and "low_samples" in (m.get("flags") or [])
+
+
 def format_estimate(m: dict[str, Any] | None) -> str:
-    """``"4.12 [3.90, 4.40]"``; ``"-"`` when absent; the reason when not finite."""
+    """``"4.12 [3.90, 4.40]"``; ``"-"`` when absent; the reason when not finite;
+    ``LOW_SAMPLES_MARK`` after a value flagged ``low_samples``."""
     if m is None:
         return "-"
     if m["value"] is None:
@@ -38,7 +50,7 @@ def format_estimate(m: dict[str, Any] | None) -> str:
     text = f"{m['value']:.3g}"
     if m.get("ci_low") is not None and m.get("ci_high") is not None:
         text += f" [{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
-    return text
+    return text + (LOW_SAMPLES_MARK if low_samples(m) else "")
 
 
 def layer_table(result: dict[str, Any], title: str | None = None) -> Table:
@@ -84,6 +96,10 @@ def result_tables(
     for table in (information_table(result), attribution_table(result)):
         if table is not None:
             shown.append(table)
+    if any(low_samples(m) for layer in result["layers"] for m in layer["metrics"]):
+        shown.append(LOW_SAMPLES_NOTE)
+    for warning in result.get("warnings") or []:
+        shown.append(f"warning: {warning}")
     return shown
 
 
@@ -139,9 +155,11 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
     ax_w.set_yscale("log")
     ax_w.set_ylabel("width")
     for est in id_estimators(result):
-        vals, lows, highs = [], [], []
-        for layer in layers:
+        vals, lows, highs, few = [], [], [], []
+        for i, layer in enumerate(layers):
             m = _rows(layer, ID_METRIC).get(est)
+            if low_samples(m):
+                few.append(i)
             value = None if m is None else m["value"]
             vals.append(float("nan") if value is None else value)
             lows.append(
@@ -152,6 +170,15 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
             )
         (line,) = ax_id.plot(xs, vals, "o-", label=est, markersize=4)
         ax_id.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2)
+        if few:  # hollow rings: values flagged low_samples
+            ax_id.scatter(
+                few,
+                [vals[i] for i in few],
+                s=70,
+                facecolors="none",
+                edgecolors=line.get_color(),
+                label=f"{est}: low_samples" if est else None,
+            )
     for ax in (ax_w, ax_id):
         for i, layer in enumerate(layers):
             if layer["is_bottleneck"]:
@@ -297,13 +324,14 @@ def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | N
             if not mx or not my or mx["value"] is None or my["value"] is None:
                 continue
             color = cmap(i / max(1, len(layers) - 1))
+            few = low_samples(mx) or low_samples(my)
             ax.scatter(
                 mx["value"],
                 my["value"],
-                color=color,
+                color="none" if few else color,
                 s=36,
                 zorder=3,
-                edgecolors="tab:red" if layer["is_bottleneck"] else "none",
+                edgecolors="tab:red" if layer["is_bottleneck"] else color,
                 linewidths=2,
             )
             ax.annotate(
@@ -316,7 +344,10 @@ def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | N
         ax.set_title(est, fontsize=10)
         ax.set_xlabel("I(X;T) nats")
         ax.set_ylabel("I(T;Y) nats")
-    fig.suptitle("information plane (colour: depth; red ring: bottleneck)", fontsize=10)
+    fig.suptitle(
+        "information plane (colour: depth; red ring: bottleneck; hollow: low_samples)",
+        fontsize=10,
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
