@@ -132,6 +132,11 @@ def load_dataset(
             if parsed.kind == "sklearn"
             else _synthetic(spec, parsed)
         )
+    if not os.path.exists(spec):
+        raise InvalidInputError(
+            f"unknown dataset {spec[:200]!r}: no such file; give a file (.npz, "
+            f".safetensors, .csv) or a built-in: {SPEC_FORMS}"
+        )
     data = read_regular_file(spec, max_bytes)
     fmt = _format(data, spec, max_archive_bytes, max_compression_ratio)
     if fmt == "npz":
