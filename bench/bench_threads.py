@@ -8,9 +8,10 @@ fresh process, no thread variables set), in two conditions, interleaved:
 - ``loaded``: a second process spins a bounded busy loop on the last CPU this
   process may use (it stops by itself after ``--busy-max-s``).
 
-It prints each run's wall time, the medians and ``loaded / quiet``. The target is
-within 1.3x: the analysis must not be slowed by its thread pools fighting a busy core
-(FACTS.md saw 8.9-39 s for what takes 2.2 s). Reports only, no asserts.
+It prints each run's wall time, the medians, ``loaded / quiet`` and the slowest
+runs. The target is within 1.3x: the analysis must not be slowed by its thread pools
+fighting a busy core (FACTS.md saw 8.9-39 s for what takes 2.2 s). Reports only, no
+asserts.
 
 Usage::
 
