@@ -107,7 +107,6 @@ def test_run_analysis_twice_saves_one_result_set(make_stack, inputs) -> None:
     ("config", "code", "words"),
     [
         ({"layers": "nope*"}, "invalid_input", "match no layer"),
-        ({"sample": 10}, "invalid_input", "unknown config keys"),
     ],
 )
 def test_a_domain_error_fails_the_analysis_with_code_and_message(
