@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, QueuePool
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -33,7 +38,7 @@ from service.errors import (
     Unauthenticated,
     Unavailable,
 )
-from service.openapi import document_errors
+from service.openapi import NO_IO_PATHS, document_errors
 from service.queue import TaskQueue
 from service.routes import api_router
 from service.settings import Settings, get_settings
@@ -68,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/v1/openapi.json",
         docs_url="/v1/docs",
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.settings = settings
     app.state.engine = get_engine(
@@ -83,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(api_router)
     app.add_middleware(BodyCap, max_bytes=JSON_BODY_MAX)
+    app.add_middleware(DatabaseSlots, slots=pool_capacity(app.state.engine))
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
@@ -91,6 +98,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _internal_error)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # The sync routes' threads: more than the database pool lends connections only
+    # wait, and every busy thread takes turns at the GIL with the event loop, which
+    # answers /v1/health.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = app.state.settings.api_threads
+    yield
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -225,6 +242,44 @@ class BodyCap:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def pool_capacity(engine: Engine) -> int:
+    """Connections the engine's pool lends at most (QueuePool: size + overflow)."""
+    pool = engine.pool
+    size = pool.size() if isinstance(pool, QueuePool) else 5
+    return size + max(0, getattr(pool, "_max_overflow", 10))
+
+
+class DatabaseSlots:
+    """Admits at most as many requests as the database pool has connections.
+
+    A sync route holds its session's connection until its response is serialised,
+    which takes a worker thread; with more requests than connections, every thread
+    could be waiting for a connection held by a request that waits for a thread: a
+    deadlock until the pool times out. Requests beyond the cap wait here, on the
+    event loop, holding nothing. ``/v1/health`` (no I/O) and uploads (which stream
+    for long before they touch the database) are not counted.
+    """
+
+    def __init__(self, app: ASGIApp, slots: int) -> None:
+        self.app, self.slots = app, slots
+        self._semaphore: anyio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] in NO_IO_PATHS
+            or dict(scope["headers"])
+            .get(b"content-type", b"")
+            .startswith(b"multipart/form-data")
+        ):
+            await self.app(scope, receive, send)
+            return
+        if self._semaphore is None:  # made in the event loop that serves
+            self._semaphore = anyio.Semaphore(self.slots)
+        async with self._semaphore:
+            await self.app(scope, receive, send)
 
 
 def _service_error_response(exc: ServiceError) -> JSONResponse:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     storage_dir: Path = EMBEDDED_DIR / "storage"
     broker_timeout_s: float = Field(default=3.0, gt=0)
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0)
+    # Threads of the API's sync routes (the database pool lends 15 connections).
+    api_threads: int = Field(default=8, ge=1)
     # Defaults of the per-team limits (a team row may override them).
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_queued_analyses: int = Field(default=20, ge=1)
