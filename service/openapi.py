@@ -72,6 +72,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
             for status, response in responses.items():
                 if status.isdigit() and int(status) in ERROR_STATUSES:
                     _error_response(int(status), response)
+            operation["responses"] = dict(sorted(responses.items()))
     return schema
 
 

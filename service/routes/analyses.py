@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from service import checks, store
 from service.errors import NotFound, Unavailable
+from service.openapi import errors
 from service.routes.deps import (
     IdFilter,
     Limit,
@@ -31,7 +32,7 @@ from service.storage import artifact_file
 router = APIRouter(prefix="/analyses", tags=["analyses"])
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=errors(409, 429))
 def create_analysis(
     body: AnalysisCreate,
     response: Response,
@@ -87,21 +88,24 @@ def get_analysis(analysis_id: str, key: ReadKey, session: SessionDep) -> Analysi
 @router.get(
     "/{analysis_id}/results",
     response_class=JSONResponse,
-    responses={200: {"description": "The result document, as the CLI writes it."}},
+    responses={
+        200: {"description": "The result document, as the CLI writes it."},
+        **errors(409),
+    },
 )
 def get_results(analysis_id: str, key: ReadKey, session: SessionDep) -> JSONResponse:
     """The whole result JSON of a succeeded analysis (``bottlelens analyze --out``)."""
     return JSONResponse(store.get_results(session, key.team_id, analysis_id))
 
 
-@router.get("/{analysis_id}/layers")
+@router.get("/{analysis_id}/layers", responses=errors(409))
 def get_layers(analysis_id: str, key: ReadKey, session: SessionDep) -> LayersPublic:
     """Every captured layer with its metric values."""
     layers = store.get_layers(session, key.team_id, analysis_id)
     return LayersPublic.model_validate({"data": layers, "count": len(layers)})
 
 
-@router.get("/{analysis_id}/bottlenecks")
+@router.get("/{analysis_id}/bottlenecks", responses=errors(409))
 def get_bottlenecks(
     analysis_id: str, key: ReadKey, session: SessionDep
 ) -> BottlenecksPublic:
@@ -113,7 +117,10 @@ def get_bottlenecks(
 @router.get(
     "/{analysis_id}/artifacts/{name}",
     response_class=FileResponse,
-    responses={200: {"description": "A .png or .npy file named in the result."}},
+    responses={
+        200: {"description": "A .png or .npy file named in the result."},
+        **errors(409),
+    },
 )
 def get_artifact(
     analysis_id: str, name: str, key: ReadKey, session: SessionDep, storage: StorageDep
@@ -130,7 +137,7 @@ def get_artifact(
     return FileResponse(path, media_type=media, filename=path.name)
 
 
-@router.post("/{analysis_id}/cancel")
+@router.post("/{analysis_id}/cancel", responses=errors(409))
 def cancel_analysis(
     analysis_id: str, key: SubmitKey, session: SessionDep, queue: QueueDep
 ) -> AnalysisPublic:

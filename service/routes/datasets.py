@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import checks, store
 from service.errors import InvalidInput
+from service.openapi import errors
 from service.routes.deps import (
     AdminKey,
     Limit,
@@ -32,10 +33,11 @@ _FORM = form_body(
         "spec": {"type": "string", "example": "synthetic:sphere?d=2&D=16&n=500"},
     },
     required=[],
+    one_of=["file", "spec"],
 )
 
 
-@router.post("", status_code=201, openapi_extra=_FORM)
+@router.post("", status_code=201, openapi_extra=_FORM, responses=errors(507))
 async def create_dataset(
     request: Request,
     key: SubmitKey,
@@ -71,7 +73,7 @@ def get_dataset(dataset_id: str, key: ReadKey, session: SessionDep) -> DatasetPu
     return store.get_dataset(session, key.team_id, dataset_id)
 
 
-@router.delete("/{dataset_id}", status_code=204)
+@router.delete("/{dataset_id}", status_code=204, responses=errors(409))
 def delete_dataset(
     dataset_id: str, key: AdminKey, session: SessionDep, storage: StorageDep
 ) -> None:

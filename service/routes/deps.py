@@ -128,9 +128,21 @@ def remove_upload(
         storage.remove(unreferenced)
 
 
-def form_body(fields: dict[str, dict[str, str]], required: list[str]) -> dict[str, Any]:
-    """OpenAPI text for a form that a route streams itself instead of declaring."""
-    schema = {"type": "object", "properties": fields, "required": required}
+def form_body(
+    fields: dict[str, dict[str, Any]],
+    required: list[str],
+    one_of: list[str] | None = None,
+) -> dict[str, Any]:
+    """OpenAPI text for a form that a route streams itself instead of declaring:
+    ``required`` fields, and exactly one of ``one_of``; no other field."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": fields,
+        "required": required,
+        "additionalProperties": False,
+    }
+    if one_of:
+        schema["oneOf"] = [{"required": [name]} for name in one_of]
     return {
         "requestBody": {
             "required": True,

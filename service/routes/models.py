@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from service import checks, store
+from service.openapi import errors
 from service.routes.deps import (
     AdminKey,
     Limit,
@@ -37,7 +38,7 @@ _FORM = form_body(
 )
 
 
-@router.post("", status_code=201, openapi_extra=_FORM)
+@router.post("", status_code=201, openapi_extra=_FORM, responses=errors(507))
 async def create_model(
     request: Request,
     key: SubmitKey,
@@ -87,7 +88,7 @@ def get_model(model_id: str, key: ReadKey, session: SessionDep) -> ModelPublic:
     return store.get_model(session, key.team_id, model_id)
 
 
-@router.delete("/{model_id}", status_code=204)
+@router.delete("/{model_id}", status_code=204, responses=errors(409))
 def delete_model(
     model_id: str, key: AdminKey, session: SessionDep, storage: StorageDep
 ) -> None:
