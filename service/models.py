@@ -269,3 +269,14 @@ class BottleneckRow(Base):
     kind: Mapped[str] = mapped_column(String(32))
     skip_connection: Mapped[bool | None] = mapped_column(Boolean)
     extras: Mapped[dict[str, Any] | None] = mapped_column(Json)
+
+
+class WorkerHeartbeatRow(Base):
+    """One row per Celery worker, refreshed every ``worker_heartbeat_interval_s``;
+    ``/v1/ready`` counts the rows seen within ``worker_heartbeat_timeout_s``."""
+
+    __tablename__ = "worker_heartbeat"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)  # hostname
+    queues: Mapped[str] = mapped_column(String(200))  # comma-separated
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

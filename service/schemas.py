@@ -147,6 +147,10 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     database: bool
     broker: bool
+    workers: int = Field(description="Workers with a recent heartbeat.")
+    heartbeat_timeout_s: float = Field(
+        description="How recent a heartbeat must be to count."
+    )
 
 
 @dataclass(frozen=True)

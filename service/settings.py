@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     queued_grace_s: int = Field(default=300, ge=1)
     reconcile_interval_s: int = Field(default=60, ge=1)
+    # Each worker writes a heartbeat this often; /v1/ready wants one this recent.
+    worker_heartbeat_interval_s: float = Field(default=15.0, gt=0)
+    worker_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     # Redis hands an unacknowledged task to another worker after this long.
     broker_visibility_timeout_s: int = Field(default=4 * 3600, ge=2)
     # A task is killed after this long; keep it below the visibility timeout.

@@ -131,6 +131,26 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     _set_threads(max(1, int(getattr(sender, "concurrency", 1) or 1)))
 
 
+_heartbeat: list[Any] = []  # the running Heartbeat, once the worker is ready
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    from workers.heartbeat import Heartbeat
+
+    queues = [q.name for q in app.amqp.queues.consume_from.values()]
+    interval = get_settings().worker_heartbeat_interval_s
+    beat = Heartbeat(str(getattr(sender, "hostname", "worker")), queues, interval)
+    beat.start()
+    _heartbeat.append(beat)
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    while _heartbeat:
+        _heartbeat.pop().stop()
+
+
 @signals.worker_ready.connect
 def _reconcile_at_start(**_: Any) -> None:
     """Whatever a previous worker left running or unsent goes back to the queue."""

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service import store
 from service.errors import Unavailable
-from service.routes.deps import QueueDep, SessionDep
+from service.openapi import errors
+from service.routes.deps import QueueDep, SessionDep, SettingsDep
 from service.schemas import Health, Readiness
 
 router = APIRouter(tags=["system"])
-
-
 _HEALTHY = Health()
+START_WORKER = (
+    "start one with `celery -A workers.celery_app worker -Q gpu,cpu` "
+    "(or run `bottlelens serve --embedded`)"
+)
 
 
 @router.get("/health")
@@ -22,14 +26,36 @@ async def health() -> Health:
     return _HEALTHY
 
 
-@router.get("/ready")
-async def ready(session: SessionDep, queue: QueueDep) -> Readiness:
-    """The database and the task broker can both be reached (503 otherwise)."""
-    state = Readiness(
-        database=await run_in_threadpool(store.ping, session),
-        broker=await run_in_threadpool(queue.ping),
+@router.get("/ready", responses=errors(503))
+async def ready(
+    session: SessionDep, queue: QueueDep, settings: SettingsDep
+) -> Readiness:
+    """The database and the broker answer and a worker sent a recent heartbeat."""
+    timeout_s = settings.worker_heartbeat_timeout_s
+    database, workers = await run_in_threadpool(
+        _database_and_workers, session, timeout_s
     )
-    if not (state.database and state.broker):
-        down = [name for name, ok in state.model_dump().items() if not ok]
-        raise Unavailable(f"not ready: cannot reach the {' and the '.join(down)}")
+    state = Readiness(
+        database=database,
+        broker=await run_in_threadpool(queue.ping),
+        workers=workers,
+        heartbeat_timeout_s=timeout_s,
+    )
+    problems = [f"cannot reach the {part}" for part in ("database", "broker")
+                if not getattr(state, part)]  # fmt: skip
+    if state.database and not workers:
+        problems.append(
+            f"no worker has sent a heartbeat in the last {timeout_s:g} s; "
+            + START_WORKER
+        )
+    if problems:
+        raise Unavailable(
+            "not ready: " + "; ".join(problems), code="not_ready", problems=problems
+        )
     return state
+
+
+def _database_and_workers(session: Session, timeout_s: float) -> tuple[bool, int]:
+    if not store.ping(session):
+        return False, 0
+    return True, store.live_workers(session, timeout_s)

@@ -56,6 +56,11 @@ from service.store.uploads import (
     mark_upload,
     uploads_to_reconcile,
 )
+from service.store.workers import (
+    forget_worker,
+    live_workers,
+    record_worker_heartbeat,
+)
 
 __all__ = [
     "analyses_to_reconcile",
@@ -71,6 +76,7 @@ __all__ = [
     "discard_analysis",
     "fail_analysis",
     "finished_analysis",
+    "forget_worker",
     "get_analysis",
     "get_api_key",
     "get_bottlenecks",
@@ -86,8 +92,10 @@ __all__ = [
     "list_analyses",
     "list_datasets",
     "list_models",
+    "live_workers",
     "mark_upload",
     "ping",
+    "record_worker_heartbeat",
     "revoke_api_key",
     "save_results",
     "team_max_upload_bytes",

@@ -21,8 +21,8 @@ from tests.service.conftest import Team
 
 def test_health_ready_and_openapi(client: TestClient) -> None:
     assert client.get("/v1/health").json() == {"status": "ok"}
-    r = client.get("/v1/ready")  # the real Redis and the test database
-    assert r.status_code == 200 and r.json() == {"database": True, "broker": True}
+    r = client.get("/v1/ready")  # the real Redis and the test database, no worker
+    assert r.status_code == 503 and r.json()["code"] == "not_ready"
     spec = client.get("/v1/openapi.json").json()
     assert spec["info"]["title"] == "bottlelens"
     form = spec["paths"]["/v1/models"]["post"]["requestBody"]["content"]

@@ -128,8 +128,13 @@ def test_serve_embedded_prints_a_working_key_and_stops_on_ctrl_c(tmp_path) -> No
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         r = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200 and r.json()["count"] == 0
-        ready = httpx.get(f"{base}/v1/ready", timeout=10)
-        assert ready.status_code == 200, ready.text
+        # Ready once the embedded worker's first heartbeat is in.
+        wait_until(
+            lambda: httpx.get(f"{base}/v1/ready", timeout=10).status_code == 200,
+            timeout_s=60,
+            what="a worker heartbeat",
+        )
+        assert httpx.get(f"{base}/v1/ready", timeout=10).json()["workers"] == 1
         wait_until(
             lambda: len(_processes_in(tmp_path)) >= 3,  # serve, worker, beat
             timeout_s=60,
