@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -165,13 +166,35 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> list[str]:
     """Every method of the routes at this path (Starlette names only the first
-    route's, though a path such as ``/v1/models`` has one route per method)."""
-    methods: set[str] = set()
+    route's, though a path such as ``/v1/models`` has one route per method): the
+    documented operations of the path, and the methods of the app's own routes."""
+    path = request.url.path
+    methods: set[str] = {
+        method.upper()
+        for pattern, item in _path_patterns(request.app)
+        if pattern.fullmatch(path)
+        for method in item
+    }
     for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
+        if getattr(route, "methods", None) and route.matches(request.scope)[0] in (
+            Match.FULL,
+            Match.PARTIAL,
+        ):
+            methods |= route.methods
     return sorted(methods)
+
+
+def _path_patterns(app: FastAPI) -> list[tuple[re.Pattern[str], dict[str, Any]]]:
+    patterns: list[tuple[re.Pattern[str], dict[str, Any]]] | None = getattr(
+        app.state, "path_patterns", None
+    )
+    if patterns is None:
+        patterns = [
+            (re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path))), item)
+            for path, item in app.openapi()["paths"].items()
+        ]
+        app.state.path_patterns = patterns
+    return patterns
 
 
 async def _database_error(_request: Request, exc: OperationalError) -> JSONResponse:

@@ -32,7 +32,7 @@ from service.storage import artifact_file
 router = APIRouter(prefix="/analyses", tags=["analyses"])
 
 
-@router.post("", status_code=202, responses=errors(409, 429))
+@router.post("", status_code=202, responses=errors(404, 409, 429))
 def create_analysis(
     body: AnalysisCreate,
     response: Response,
