@@ -274,7 +274,7 @@ def test_bad_input_raises_invalid_input(X, method, params, message):
         (2, "twonn", {}, "2 samples; twonn needs at least 20 for a meaningful"),
         (15, "mle", {}, "15 samples; mle needs at least 21 with these parameters"),
         (40, "mle", {"k": 40}, "40 samples; mle needs at least 41 with these"),
-        (1, "pca90", {}, "1 samples; pca90 needs at least 10"),
+        (1, "pca90", {}, "1 samples; pca90 needs at least 20"),
     ],
 )
 def test_too_few_samples_give_none_and_a_reason(N, method, params, message):

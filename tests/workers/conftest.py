@@ -368,7 +368,7 @@ def expected_result(
 
 def without_timing(result: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(result))
-    for key in ("duration_s", "started_at"):
+    for key in ("duration_s", "started_at", "timings_s"):
         out["provenance"].pop(key, None)
     return out
 
