@@ -19,6 +19,7 @@ from importlib import metadata
 from typing import Any, Literal, TypeVar
 
 from contract.errors import ContractError
+from contract.types import integral
 
 ENTRY_POINT_GROUP = "bottlelens.architectures"
 
@@ -238,6 +239,7 @@ def _coerce(arch: str, key: str, value: Any, tp: Any) -> Any:
     elif tp is type(None):
         ok = value is None
     elif tp is int:
+        value = integral(value)  # JSON's 3.0 is the integer 3
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)

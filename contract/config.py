@@ -27,8 +27,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contract.errors import ContractError
-from contract.estimators import validation_problems
+from contract.estimators import ESTIMATORS, validation_problems
 from contract.families import FAMILIES, Section
+from contract.types import Int
 
 CONFIG_VERSION = 2
 
@@ -48,15 +49,15 @@ class AnalysisConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True)
 
-    version: int = CONFIG_VERSION
+    version: Int = CONFIG_VERSION
     metrics: tuple[str, ...] = ("id",)
-    samples: int | None = Field(default=1000, ge=3)
+    samples: Int | None = Field(default=1000, ge=3)
     layers: str = Field(default="auto", min_length=1, max_length=2000)
-    budget: int = Field(default=4096, ge=2)
+    budget: Int = Field(default=4096, ge=2)
     exact: tuple[str, ...] = ()
     bottleneck_factor: float = Field(default=2.0, gt=1)
-    batch_size: int = Field(default=256, ge=1)
-    seed: int = Field(default=0, ge=0, lt=2**63)
+    batch_size: Int = Field(default=256, ge=1)
+    seed: Int = Field(default=0, ge=0, lt=2**63)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("version")
@@ -243,3 +244,47 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of a config as the API documents it: the run-wide fields,
+    the family names, and each family's section with its estimators' parameters."""
+    schema = AnalysisConfig.model_json_schema()
+    props = schema["properties"]
+    props["version"]["enum"] = [CONFIG_VERSION]
+    props["metrics"]["items"] = {"enum": list(FAMILIES)}
+    props["metrics"]["uniqueItems"] = True
+    for name, spec in FAMILIES.items():
+        section = spec.config.model_json_schema()
+        for key, sub in section.get("properties", {}).items():
+            if key == "methods" and name in ESTIMATORS:
+                sub["items"] = {"enum": list(ESTIMATORS[name])}
+                sub["uniqueItems"] = True
+            if key == "params" and name in ESTIMATORS:
+                section["properties"]["params"] = {
+                    "type": "object",
+                    "description": "Per-estimator parameters.",
+                    "properties": {
+                        est: _params_schema(name, est) for est in ESTIMATORS[name]
+                    },
+                    "additionalProperties": False,
+                }
+        props[name] = section
+    schema["additionalProperties"] = False
+    schema.pop("title", None)
+    return schema
+
+
+def _params_schema(family: str, estimator: str) -> dict[str, Any]:
+    schema = ESTIMATORS[family][estimator].params.model_json_schema()
+    schema.pop("title", None)
+    if (family, estimator) == ("mi", "probe"):  # its folds are probe.cv
+        schema["properties"].pop("cv", None)
+    # n_subsamples=1 gives no spread: documented as 0 or at least 2.
+    n_sub = schema["properties"]["n_subsamples"]
+    default = n_sub.get("default")
+    schema["properties"]["n_subsamples"] = {
+        "anyOf": [{"const": 0}, {"type": "integer", "minimum": 2}],
+        "default": default,
+    }
+    return schema

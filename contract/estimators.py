@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from contract.errors import ContractError
+from contract.types import Int
 
 
 class Params(BaseModel):
@@ -26,7 +27,7 @@ class Subsampling(Params):
     """The interval: ``n_subsamples`` seeded subsamples of ``subsample_fraction`` of
     the rows without replacement (0 for no interval), at ``ci_level``."""
 
-    n_subsamples: int = Field(default=10, ge=0)
+    n_subsamples: Int = Field(default=10, ge=0)
     subsample_fraction: float = Field(default=0.5, gt=0, lt=1)
     ci_level: float = Field(default=0.95, gt=0, lt=1)
 
@@ -47,7 +48,7 @@ class TwoNNParams(Subsampling):
 
 
 class MLEParams(Subsampling):
-    k: int = Field(default=20, ge=2)
+    k: Int = Field(default=20, ge=2)
     unbiased: bool = False
 
     @model_validator(mode="after")
@@ -69,22 +70,22 @@ class ParticipationRatioParams(Subsampling):
 
 
 class MISubsampling(Subsampling):
-    n_subsamples: int = Field(default=5, ge=0)
+    n_subsamples: Int = Field(default=5, ge=0)
 
 
 class KSGParams(MISubsampling):
-    k: int = Field(default=3, ge=1)
-    max_dim: int = Field(default=16, ge=1)
+    k: Int = Field(default=3, ge=1)
+    max_dim: Int = Field(default=16, ge=1)
     standardize: bool = True
 
 
 class GaussianParams(MISubsampling):
     shrinkage: Literal["auto", "ledoit_wolf", "none"] = "auto"
-    max_dim: int = Field(default=256, ge=1)
+    max_dim: Int = Field(default=256, ge=1)
 
 
 class BinningParams(MISubsampling):
-    n_bins: int = Field(default=30, ge=1)
+    n_bins: Int = Field(default=30, ge=1)
     bin_range: Literal["unit", "layer"] = "unit"
     binned: Literal["auto", "X", "Y"] = "auto"
 
@@ -92,24 +93,24 @@ class BinningParams(MISubsampling):
 class NoisyParams(MISubsampling):
     sigma: float | None = Field(default=None, gt=0)
     sigma_rel: float = Field(default=0.1, gt=0)
-    n_mc: int = Field(default=1, ge=1)
+    n_mc: Int = Field(default=1, ge=1)
     noised: Literal["auto", "X", "Y"] = "auto"
 
 
 class InfoNCEParams(MISubsampling):
-    batch_size: int = Field(default=128, ge=2)
-    steps: int = Field(default=300, ge=0)
+    batch_size: Int = Field(default=128, ge=2)
+    steps: Int = Field(default=300, ge=0)
     lr: float = Field(default=1e-3, gt=0)
-    hidden: int = Field(default=128, ge=1)
-    layers: int = Field(default=2, ge=0)
-    embed: int = Field(default=32, ge=1)
+    hidden: Int = Field(default=128, ge=1)
+    layers: Int = Field(default=2, ge=0)
+    embed: Int = Field(default=32, ge=1)
     test_fraction: float = Field(default=0.3, gt=0, lt=1)
-    max_dim: int = Field(default=256, ge=1)
+    max_dim: Int = Field(default=256, ge=1)
 
 
 class ProbeMIParams(MISubsampling):
-    cv: int = Field(default=5, ge=2)
-    max_dim: int = Field(default=256, ge=1)
+    cv: Int = Field(default=5, ge=2)
+    max_dim: Int = Field(default=256, ge=1)
 
 
 @dataclass(frozen=True)

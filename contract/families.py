@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from contract.errors import ContractError
 from contract.estimators import ESTIMATORS, ID_METHODS, ProbeMIParams, resolve_params
+from contract.types import Int
 
 
 class Section(BaseModel):
@@ -83,7 +84,7 @@ class MiSection(Section):
 class ProbeSection(Section):
     """``cv``: folds of the cross-validated logistic-regression probe."""
 
-    cv: int = Field(default=ProbeMIParams().cv, ge=2, le=20)
+    cv: Int = Field(default=ProbeMIParams().cv, ge=2, le=20)
 
 
 class CkaSection(Section):
@@ -99,9 +100,9 @@ class AttributionSection(Section):
     true class), ``"reconstruction"`` or an output index; ``maps``: seeded samples
     whose maps are saved; ``steps``: integration steps."""
 
-    target: Literal["auto", "predicted", "label", "reconstruction"] | int = "auto"
-    maps: int = Field(default=16, ge=1, le=256)
-    steps: int = Field(default=32, ge=2, le=1024)
+    target: Literal["auto", "predicted", "label", "reconstruction"] | Int = "auto"
+    maps: Int = Field(default=16, ge=1, le=256)
+    steps: Int = Field(default=32, ge=2, le=1024)
 
     @field_validator("target")
     @classmethod

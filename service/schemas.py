@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contract.config import config_schema
 from contract.result import BottleneckRecord, LayerRecord, MetricRow
 from contract.tasks import analysis_queue
 from service.errors import InvalidInput
@@ -73,7 +74,9 @@ class AnalysisCreate(BaseModel):
 
     model_id: str = Field(min_length=1, max_length=64)
     dataset_id: str = Field(min_length=1, max_length=64)
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra=config_schema()
+    )
 
     @field_validator("config")
     @classmethod

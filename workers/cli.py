@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from contract.config import AnalysisConfig
+from contract.families import FAMILIES
 from workers.outputs import (
     OutputPathError,
     check_file,
@@ -193,19 +195,17 @@ def _draw(data: dict[str, Any], plot: Path) -> None:
 
 
 # Options that are also analysis config keys: given on the command line they override
-# --config; left at their defaults they fill only what --config leaves out.
-_CONFIG_FLAGS = ("samples", "layers", "seed", "budget", "metrics", "device", "exact")
+# --config; left out, the contract's defaults (shown in --help) apply.
+_DEFAULTS = AnalysisConfig()
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    # By name: typer may bring its own copy of click and of its ParameterSource.
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+def _default(key: str) -> str:
+    value = getattr(_DEFAULTS, key)
+    return ",".join(value) if isinstance(value, tuple) else str(value)
 
 
 @app.command()
 def analyze(
-    ctx: typer.Context,
     arch: Annotated[str, typer.Option(help="Architecture name in the registry.")],
     weights: Annotated[
         Path, typer.Option(help=".safetensors, or a .pt/.pth state dict.")
@@ -220,26 +220,53 @@ def analyze(
     arch_config: Annotated[
         str | None, typer.Option(help="Architecture config as a JSON object.")
     ] = None,
-    samples: Annotated[int | None, typer.Option(help="Samples to analyse.")] = 1000,
-    layers: Annotated[str, typer.Option(help="auto, all, or globs (a,b*).")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    samples: Annotated[
+        int | None,
+        typer.Option(help="Samples to analyse.", show_default=_default("samples")),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="auto, all, or globs (a,b*).", show_default=_default("layers")
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="auto, cpu or cuda.", show_default=_default("device")),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of every random choice.", show_default=_default("seed")
+        ),
+    ] = None,
     budget: Annotated[
-        int, typer.Option(help="Wider layers are randomly projected to this width.")
-    ] = 4096,
+        int | None,
+        typer.Option(
+            help="Wider layers are randomly projected to this width.",
+            show_default=_default("budget"),
+        ),
+    ] = None,
     exact: Annotated[
         list[str] | None, typer.Option(help="Glob of layers kept at full width.")
     ] = None,
     metrics: Annotated[
-        str, typer.Option(help="Comma-separated: id, mi, probe, cka, attribution.")
-    ] = "id",
+        str | None,
+        typer.Option(
+            help=f"Comma-separated families: {', '.join(FAMILIES)}.",
+            show_default=_default("metrics"),
+        ),
+    ] = None,
     artifacts: Annotated[
         Path | None,
         typer.Option(help="Directory for attribution maps (.npy, .png)."),
     ] = None,
     config: Annotated[
         str | None,
-        typer.Option(help="Further analysis config as JSON (e.g. id_params)."),
+        typer.Option(
+            help='Further analysis config as JSON, e.g. \'{"id": {"params": '
+            '{"mle": {"k": 10}}}}\' (docs/contract.md).'
+        ),
     ] = None,
     allow_code_checkpoints: Annotated[
         bool,
@@ -257,6 +284,7 @@ def analyze(
 
     Options that are analysis config keys override --config only when given.
     """
+    from analysis.config import parse_config
     from analysis.errors import BottlelensError
 
     cfg = _parse_json(config, "--config")
@@ -269,10 +297,12 @@ def analyze(
         "device": device,
         "exact": exact or None,
     }
-    for key in _CONFIG_FLAGS:
-        if flags[key] is not None and (_given(ctx, key) or key not in cfg):
-            cfg[key] = flags[key]
-    if artifacts is None and "attribution" in cfg["metrics"]:
+    cfg |= {key: value for key, value in flags.items() if value is not None}
+    try:  # the API's check, before anything is loaded
+        checked = parse_config(cfg)
+    except BottlelensError as exc:
+        raise _fail(_one_line(exc)) from exc
+    if artifacts is None and "attribution" in checked.metrics:
         artifacts = (out or Path("result.json")).with_suffix(".artifacts")
         artifacts_option = "--artifacts (default, next to --out)"
     else:
@@ -310,8 +340,10 @@ def demo(
     workdir: Annotated[
         Path, typer.Option(help="Where the demo model, result and picture go.")
     ] = Path(".bottlelens/demo"),
-    samples: Annotated[int, typer.Option(help="Samples to analyse.")] = 1000,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    samples: Annotated[int, typer.Option(help="Samples to analyse.")] = int(
+        _DEFAULTS.samples or 0
+    ),
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = _DEFAULTS.device,
     seed: Annotated[int, typer.Option(help="Seed of training and analysis.")] = 0,
     metrics: Annotated[
         str, typer.Option(help="Comma-separated: id, mi, probe, cka, attribution.")
@@ -457,7 +489,9 @@ def db_upgrade(
 @app.command()
 def quickstart(
     port: Annotated[int, typer.Option(help="Port of the local service.")] = 8765,
-    samples: Annotated[int, typer.Option(help="Samples to analyse.")] = 1000,
+    samples: Annotated[int, typer.Option(help="Samples to analyse.")] = int(
+        _DEFAULTS.samples or 0
+    ),
     threads: ThreadsOption = None,
 ) -> None:
     """The REST API end to end: embedded service, demo upload, analysis, table.

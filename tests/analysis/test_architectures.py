@@ -155,7 +155,7 @@ def test_unet_flat_width_shrinks_to_bottom():
     ("name", "config", "key"),
     [
         ("mlp", {"widht": [3]}, "widht"),
-        ("mlp", {"in_features": 2.0}, "in_features"),
+        ("mlp", {"in_features": 2.5}, "in_features"),  # 2.0 is JSON for 2
         ("mlp", {"in_features": True}, "in_features"),
         ("mlp", {"widths": [4, "8"]}, "widths"),
         ("mlp", {"widths": [4, 0]}, "widths"),
