@@ -45,6 +45,7 @@ from analysis.neighbors import knn
 from analysis.pipeline import analyse
 from analysis.probes import probe_accuracy
 from analysis.result import SCHEMA_VERSION, AnalysisResult, LayerResult
+from analysis.threads import set_threads
 from analysis.types import Bottleneck, LayerInfo, MetricValue
 
 __all__ = [
@@ -91,4 +92,5 @@ __all__ = [
     "profile",
     "read_checkpoint",
     "register_architecture",
+    "set_threads",
 ]

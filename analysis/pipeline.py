@@ -28,6 +28,7 @@ from analysis.errors import BottlelensError, InvalidInputError
 from analysis.families import REGISTRY, Context, Family
 from analysis.intake import dry_run
 from analysis.result import AnalysisResult, LayerResult
+from analysis.threads import ensure_threads
 from analysis.types import LayerInfo, MetricValue
 from contract.families import FAMILIES
 
@@ -109,6 +110,7 @@ def analyse(
     >>> result.bottlenecks[0].layer
     'fc1'
     """
+    ensure_threads()  # one thread policy, unless the caller set its own
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     cfg = parse_config(config)

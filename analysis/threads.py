@@ -14,7 +14,7 @@ import os
 
 import torch
 
-__all__ = ["default_threads", "set_threads"]
+__all__ = ["default_threads", "ensure_threads", "set_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,12 @@ def set_threads(n: int | None = None, *, processes: int = 1) -> int:
     _limit_loaded_libraries(n)
     _applied = n
     return n
+
+
+def ensure_threads() -> int:
+    """The policy of :func:`set_threads` with its defaults, unless an entry point
+    (the CLI, a worker, the caller) already set one; the torch thread count."""
+    return _applied if _applied is not None else set_threads()
 
 
 def _threads_from_env() -> int | None:
