@@ -280,3 +280,57 @@ class WorkerHeartbeatRow(Base):
     worker: Mapped[str] = mapped_column(String(200), primary_key=True)  # hostname
     queues: Mapped[str] = mapped_column(String(200))  # comma-separated
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class SeriesRow(Base):
+    """Checkpoints of one architecture and config, ordered by step (or by tag)."""
+
+    __tablename__ = "series"
+    __table_args__ = (
+        UniqueConstraint("team_id", "name"),
+        Index(None, "team_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    architecture: Mapped[str] = mapped_column(String(100))
+    architecture_config: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SeriesCheckpointRow(Base):
+    """A model's place in a series (at most one): its step, epoch and numeric tag."""
+
+    __tablename__ = "series_checkpoint"
+    __table_args__ = (Index(None, "series_id", "step"),)
+
+    model_id: Mapped[str] = mapped_column(
+        ForeignKey("model.id", ondelete="CASCADE"), primary_key=True
+    )
+    series_id: Mapped[str] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    tag: Mapped[float | None] = mapped_column(Double)
+
+
+class AnalysisExportRow(Base):
+    """The export sequence number of a succeeded analysis, taken when its results are
+    saved, under the lock of ``export_sequence``: numbers are in commit order."""
+
+    __tablename__ = "analysis_export"
+
+    analysis_id: Mapped[str] = mapped_column(
+        ForeignKey("analysis.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+
+class ExportSequenceRow(Base):
+    """One row: the last export sequence number handed out."""
+
+    __tablename__ = "export_sequence"
+    __table_args__ = (CheckConstraint("id = 1", name="single"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
