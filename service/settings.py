@@ -6,11 +6,13 @@ with every result.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contract.archives import (
     DEFAULT_MAX_ARCHIVE_BYTES,
@@ -59,6 +61,29 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = Field(default=4 * 3600, ge=2)
     # A task is killed after this long; keep it below the visibility timeout.
     task_time_limit_s: int = Field(default=3 * 3600, ge=1)
+    # Audits: the scheduler's tick, the shortest schedule, the per-team limits.
+    scheduler_tick_s: int = Field(default=30, ge=1)
+    audit_min_interval_s: int = Field(default=60, ge=1)
+    max_audits_per_team: int = Field(default=20, ge=1)
+    max_audit_runs_per_day: int = Field(default=200, ge=1)
+    # Webhooks of audits: hosts (names, addresses or CIDR networks) an admin allows;
+    # a JSON list or comma-separated. Loopback, link-local and private addresses
+    # are refused unless an entry names them.
+    webhook_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: SecretStr | None = None  # signs every body (HMAC-SHA256)
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1)
+    webhook_backoff_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("webhook_allowlist", mode="before")
+    @classmethod
+    def _allowlist(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [h.strip() for h in text.split(",") if h.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod
