@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 # (name, low, high) of the five fields, in order.
 _FIELDS = (
@@ -22,8 +23,9 @@ _FIELDS = (
     ("month", 1, 12),
     ("day of week", 0, 7),  # 0 and 7 are Sunday
 )
-_MONTHS = "jan feb mar apr may jun jul aug sep oct nov dec".split()
-_DAYS = "sun mon tue wed thu fri sat".split()
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun")
+_MONTHS += ("jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # A valid expression matches at least once in any 8 years (29 February included).
 _SEARCH_DAYS = 8 * 366
 
@@ -76,7 +78,8 @@ def parse_cron(expr: str) -> Cron:
         any_weekday=parts[4] == "*",
     )
     start = datetime(2000, 1, 1, tzinfo=UTC)
-    if not any(cron.day_matches(start + timedelta(days=i)) for i in range(_SEARCH_DAYS)):
+    days = (start + timedelta(days=i) for i in range(_SEARCH_DAYS))
+    if not any(cron.day_matches(day) for day in days):
         raise ScheduleError(f"the cron expression {expr!r} never matches a day")
     return cron
 
@@ -218,6 +221,6 @@ def min_gap_s(cron: Cron) -> int:
     midnight (the expression's minutes and hours only; a day field makes gaps
     longer, never shorter)."""
     times = [h * 60 + m for h in cron.hours for m in cron.minutes]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(times)]
     gaps.append(times[0] + 1440 - times[-1])
     return 60 * min(gaps)
