@@ -23,9 +23,21 @@ _FIELDS = (
     ("month", 1, 12),
     ("day of week", 0, 7),  # 0 and 7 are Sunday
 )
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun")
-_MONTHS += ("jul", "aug", "sep", "oct", "nov", "dec")
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_MONTHS = [
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "may",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "oct",
+    "nov",
+    "dec",
+]
+_DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 # A valid expression matches at least once in any 8 years (29 February included).
 _SEARCH_DAYS = 8 * 366
 
@@ -78,8 +90,8 @@ def parse_cron(expr: str) -> Cron:
         any_weekday=parts[4] == "*",
     )
     start = datetime(2000, 1, 1, tzinfo=UTC)
-    days = (start + timedelta(days=i) for i in range(_SEARCH_DAYS))
-    if not any(cron.day_matches(day) for day in days):
+    dates = (start + timedelta(days=i) for i in range(_SEARCH_DAYS))
+    if not any(cron.day_matches(day) for day in dates):
         raise ScheduleError(f"the cron expression {expr!r} never matches a day")
     return cron
 
