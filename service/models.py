@@ -334,3 +334,100 @@ class ExportSequenceRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+AUDIT_STATUSES = ("active", "paused")
+AUDIT_RUN_STATUSES = ("pending", "running", "pass", "alert", "error")
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "refused")
+
+
+class AuditRow(Base):
+    """A scheduled analysis of a model (or a series' latest checkpoint) whose
+    results are compared with a baseline by rules; ``next_run_at`` only moves on."""
+
+    __tablename__ = "audit"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", AUDIT_STATUSES), name="status"),
+        CheckConstraint("(cron IS NULL) <> (interval_s IS NULL)", name="schedule"),
+        Index(None, "team_id", "created_at"),
+        Index(None, "status", "next_run_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    # SET NULL: a run of an audit whose model was deleted ends in error.
+    model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model.id", ondelete="SET NULL")
+    )
+    series_id: Mapped[str | None] = mapped_column(
+        ForeignKey("series.id", ondelete="SET NULL")
+    )
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset.id", ondelete="SET NULL")
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(Json)
+    cron: Mapped[str | None] = mapped_column(String(100))
+    interval_s: Mapped[int | None] = mapped_column(BigInteger)
+    anchor_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    baseline: Mapped[str] = mapped_column(String(16))  # analysis, first, previous
+    baseline_analysis_id: Mapped[str | None] = mapped_column(
+        ForeignKey("analysis.id", ondelete="SET NULL")
+    )
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditRunRow(Base):
+    """One run per (audit, scheduled time); ``fired`` holds the rule rows of an
+    alert."""
+
+    __tablename__ = "audit_run"
+    __table_args__ = (
+        UniqueConstraint("audit_id", "scheduled_for"),
+        CheckConstraint(_one_of("status", AUDIT_RUN_STATUSES), name="status"),
+        Index(None, "team_id", "created_at"),
+        Index(None, "status"),
+        Index(None, "analysis_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    audit_id: Mapped[str] = mapped_column(ForeignKey("audit.id", ondelete="CASCADE"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    scheduled_for: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    analysis_id: Mapped[str | None] = mapped_column(
+        ForeignKey("analysis.id", ondelete="SET NULL")
+    )
+    baseline_analysis_id: Mapped[str | None] = mapped_column(
+        ForeignKey("analysis.id", ondelete="SET NULL")
+    )
+    fired: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditDeliveryRow(Base):
+    """The webhook delivery of one alert: attempts, the next one, and their log."""
+
+    __tablename__ = "audit_delivery"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    run_id: Mapped[str] = mapped_column(
+        ForeignKey("audit_run.id", ondelete="CASCADE"), primary_key=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    log: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
