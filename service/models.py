@@ -316,14 +316,18 @@ class SeriesCheckpointRow(Base):
 
 class AnalysisExportRow(Base):
     """The export sequence number of a succeeded analysis, taken when its results are
-    saved, under the lock of ``export_sequence``: numbers are in commit order."""
+    saved, under the lock of ``export_sequence``: numbers are in commit order
+    (docs/reporting.md). ``n_rows`` lets the export plan a page without counting."""
 
     __tablename__ = "analysis_export"
+    __table_args__ = (Index(None, "team_id", "seq"),)
 
     analysis_id: Mapped[str] = mapped_column(
         ForeignKey("analysis.id", ondelete="CASCADE"), primary_key=True
     )
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    n_rows: Mapped[int] = mapped_column(BigInteger)  # its metric_value rows
 
 
 class ExportSequenceRow(Base):

@@ -116,15 +116,26 @@ def upgrade() -> None:
     op.create_table(
         "analysis_export",
         sa.Column("analysis_id", sa.String(length=32), nullable=False),
+        sa.Column("team_id", sa.String(length=32), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("n_rows", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["analysis_id"],
             ["analysis.id"],
             name=op.f("fk_analysis_export_analysis_id_analysis"),
             ondelete="CASCADE",
         ),
+        sa.ForeignKeyConstraint(
+            ["team_id"],
+            ["team.id"],
+            name=op.f("fk_analysis_export_team_id_team"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("analysis_id", name=op.f("pk_analysis_export")),
         sa.UniqueConstraint("seq", name=op.f("uq_analysis_export_seq")),
+    )
+    op.create_index(
+        op.f("ix_analysis_export_team_id_seq"), "analysis_export", ["team_id", "seq"]
     )
     op.create_table(
         "export_sequence",
@@ -134,9 +145,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_export_sequence")),
     )
     op.execute(
-        "INSERT INTO analysis_export (analysis_id, seq) "
-        "SELECT id, ROW_NUMBER() OVER (ORDER BY finished_at, id) "
-        "FROM analysis WHERE status = 'succeeded'"
+        "INSERT INTO analysis_export (analysis_id, team_id, seq, n_rows) "
+        "SELECT a.id, a.team_id, ROW_NUMBER() OVER (ORDER BY a.finished_at, a.id), "
+        "(SELECT COUNT(*) FROM metric_value v WHERE v.analysis_id = a.id) "
+        "FROM analysis a WHERE a.status = 'succeeded'"
     )
     op.execute(
         "INSERT INTO export_sequence (id, last_seq) "
@@ -148,6 +160,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("DROP VIEW metric_export")
     op.drop_table("export_sequence")
+    op.drop_index(op.f("ix_analysis_export_team_id_seq"), table_name="analysis_export")
     op.drop_table("analysis_export")
     op.drop_index(
         op.f("ix_series_checkpoint_series_id_step"), table_name="series_checkpoint"
