@@ -202,6 +202,15 @@ class Stack:
         assert r.status_code == 202, r.text
         return str(r.json()["id"])
 
+    def submit_when_ready(self, inputs: Any, config: dict[str, Any]) -> str:
+        """Upload the model and the dataset of ``inputs``, wait until both are
+        ready, submit an analysis with ``config``; its id."""
+        model_id = self.upload_model(inputs.weights)
+        dataset_id = self.upload_dataset(inputs.data)
+        self.wait_ready("models", model_id)
+        self.wait_ready("datasets", dataset_id)
+        return self.submit(model_id, dataset_id, config)
+
     def get(self, path: str) -> dict[str, Any]:
         r = self.http.get(path, headers=self.headers)
         assert r.status_code == 200, r.text

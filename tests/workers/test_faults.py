@@ -44,11 +44,7 @@ def test_worker_killed_mid_analysis_is_run_again_and_succeeds(
 ) -> None:
     stack = make_stack(db="postgres", broker="redis", max_attempts=3, **FAST_RECOVERY)
     victim = stack.start_worker(slow_s=0.4)
-    model_id = stack.upload_model(inputs.weights)
-    dataset_id = stack.upload_dataset(inputs.data)
-    stack.wait_ready("models", model_id)
-    stack.wait_ready("datasets", dataset_id)
-    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    analysis_id = stack.submit_when_ready(inputs, CONFIG_FAST)
 
     _running_mid_way(stack, analysis_id)
     _kill(victim)
@@ -72,11 +68,7 @@ def test_worker_killed_on_its_last_attempt_fails_as_worker_lost(
     itself; the reconciler finds the expired lease and the claim gives up."""
     stack = make_stack(db="sqlite", broker="sqlite", max_attempts=1, **FAST_RECOVERY)
     victim = stack.start_worker(slow_s=0.4)
-    model_id = stack.upload_model(inputs.weights)
-    dataset_id = stack.upload_dataset(inputs.data)
-    stack.wait_ready("models", model_id)
-    stack.wait_ready("datasets", dataset_id)
-    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    analysis_id = stack.submit_when_ready(inputs, CONFIG_FAST)
 
     _running_mid_way(stack, analysis_id)
     _kill(victim)
@@ -97,11 +89,7 @@ def test_same_task_delivered_twice_to_two_workers_runs_once(make_stack, inputs) 
     stack = make_stack(db="postgres", broker="redis")
     first = stack.start_worker(slow_s=0.2)
     second = stack.start_worker(slow_s=0.2)
-    model_id = stack.upload_model(inputs.weights)
-    dataset_id = stack.upload_dataset(inputs.data)
-    stack.wait_ready("models", model_id)
-    stack.wait_ready("datasets", dataset_id)
-    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    analysis_id = stack.submit_when_ready(inputs, CONFIG_FAST)
     # The duplicate (a redelivery, a user retry): same task name and id.
     TaskQueue(stack.env["BOTTLELENS_BROKER_URL"]).run_analysis(analysis_id, "gpu")
 
@@ -131,11 +119,7 @@ def test_cancel_stops_the_worker_and_the_status_stays_cancelled(
 ) -> None:
     stack = make_stack(db="postgres", broker="redis", lease_s=4)
     worker = stack.start_worker(slow_s=0.4)
-    model_id = stack.upload_model(inputs.weights)
-    dataset_id = stack.upload_dataset(inputs.data)
-    stack.wait_ready("models", model_id)
-    stack.wait_ready("datasets", dataset_id)
-    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    analysis_id = stack.submit_when_ready(inputs, CONFIG_FAST)
     _running_mid_way(stack, analysis_id)
 
     r = stack.http.post(f"/v1/analyses/{analysis_id}/cancel", headers=stack.headers)

@@ -88,11 +88,7 @@ def test_worker_killed_is_replaced_within_a_lease_and_a_reconcile_on_redis(
         queued_grace_s=LONG_GRACE_S,
     )
     victim = stack.start_worker(slow_s=0.3)
-    model_id = stack.upload_model(inputs.weights)
-    dataset_id = stack.upload_dataset(inputs.data)
-    stack.wait_ready("models", model_id)
-    stack.wait_ready("datasets", dataset_id)
-    analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+    analysis_id = stack.submit_when_ready(inputs, CONFIG_FAST)
     _running_mid_way(stack, analysis_id)
     _kill(victim)
     killed = time.monotonic()
@@ -164,11 +160,7 @@ def test_serve_embedded_killed_mid_analysis_finishes_it_after_restart(
         token = (tmp_path / ".bottlelens" / "api_key").read_text().strip()
         with httpx.Client(base_url=base, timeout=30) as client:
             stack = Stack(env={}, tmp=tmp_path, client=client, token=token)  # type: ignore[arg-type]
-            model_id = stack.upload_model(inputs.weights)
-            dataset_id = stack.upload_dataset(inputs.data)
-            stack.wait_ready("models", model_id)
-            stack.wait_ready("datasets", dataset_id)
-            analysis_id = stack.submit(model_id, dataset_id, CONFIG_FAST)
+            analysis_id = stack.submit_when_ready(inputs, CONFIG_FAST)
             _running_mid_way(stack, analysis_id)
         _kill_everything_in(tmp_path, procs[0])
 
