@@ -157,8 +157,9 @@ class Client:
         return self._model(Health, "GET", "/v1/health")
 
     def ready(self) -> Readiness:
-        """``GET /v1/ready``; ``ApiError`` 503 ``not_ready`` names what is missing."""
-        return self._model(Readiness, "GET", "/v1/ready")
+        """``GET /v1/ready``; ``ApiError`` 503 ``not_ready`` names what is missing
+        (at once: not ready is the answer, not a reason to wait)."""
+        return self._model(Readiness, "GET", "/v1/ready", wait_busy=False)
 
     # --- models and datasets ------------------------------------------------
 
@@ -319,7 +320,13 @@ class Client:
         return _Streamed(self._send(method, path, stream=True, **kwargs))
 
     def _send(
-        self, method: str, path: str, *, stream: bool, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        stream: bool,
+        wait_busy: bool = True,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One request with the bounded retries; an error answer raises."""
         attempt = 0
@@ -336,7 +343,8 @@ class Client:
                 raise ApiError(
                     None, "unreachable", f"{method} {request.url}: {reason}"
                 ) from exc
-            wait = _retry_after(response) if response.status_code == 503 else None
+            busy = wait_busy and response.status_code == 503
+            wait = _retry_after(response) if busy else None
             if wait is not None and attempt < self.retries:
                 response.close()
                 attempt += 1
