@@ -24,9 +24,28 @@ of a stretch is its narrowest weight layer, the latest one on a tie: ``conv2`` o
 ResNet bottleneck block (``conv1`` has the same width), the latent ``Linear`` of an
 autoencoder, the last convolution of a U-Net's bottom.
 
-``kind`` compares the layer's shape with the peak's, channels first: ``dense`` when
-either is 1-d, else ``channel`` / ``spatial`` / ``channel+spatial`` by which of
-channels and spatial size shrank. ``block`` is the layer's parent module.
+A tie keeps the record in its block. The latest of equally narrow points is the
+representative only when it sits in the same parent module as the earlier one: in
+a transformer the next block's attention has the width of this block's MLP output,
+and the record stays on the MLP's own projection (``mlp.fc2``), not on the next
+block.
+
+``kind`` says which axes are narrower at the layer than in the tensor entering the
+stretch (the record completed just before its first point: after a max-pool, not
+the convolution before it) or in the layer that widens again: ``channel``,
+``spatial`` or ``channel+spatial``; ``dense`` when the layer is 1-d. The feature
+axis is read from the module: last for ``Linear``, attention, embeddings and layer
+norms (a (tokens, features) output narrows in features, not in tokens), first for
+convolutions and anything else; two shapes of the same rank are read with the
+layer's own convention. ``block`` is the layer's parent module.
+
+``pattern`` (``contract.result.PATTERNS``), in this order: ``latent`` when the model
+reconstructs its input (``reconstructs``) and no skip goes around the layer;
+``unet_bottom`` when a concatenated skip goes around a layer with spatial (or
+token) axes; ``dense`` for a 1-d layer; ``inverted`` when the layer that widens
+again lies outside the layer's block (the block ends on its projection onto the
+narrow stream and the next block expands it: MobileNetV2, a transformer's MLP);
+else ``classic`` (wide, narrow, wide inside one block: ResNet).
 
 ``skip_connection`` is read from ``torch.fx``: the block is traced (with the layer
 kept as one call node) and there is a skip when an ``add`` / ``iadd`` / ``cat``
@@ -34,14 +53,17 @@ kept as one call node) and there is a skip when an ``add`` / ``iadd`` / ``cat``
 block's inputs without passing through the layer, and leads to the block's output.
 If the block has none, its parent is traced, and so on up to the model (a U-Net's
 skips go around the ``bottom`` module, not through it). ``None`` when no model is
-given or a trace fails.
+given or a trace fails. The model is traced in eval mode, the mode it is analysed
+in (a VAE's training-time sampling ``mu + eps * std`` is not a skip).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -50,8 +72,9 @@ from torch import fx, nn
 from analysis.errors import InvalidInputError
 from analysis.hooks import module_name
 from analysis.types import Bottleneck, LayerInfo
+from contract.result import Pattern
 
-__all__ = ["find_bottlenecks", "mark_bottlenecks", "profile_points"]
+__all__ = ["find_bottlenecks", "is_container", "mark_bottlenecks", "profile_points"]
 
 _WIDTH_KEEPING: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._NormBase,
@@ -94,6 +117,31 @@ _JOIN_FUNCTIONS = {
     torch.dstack,
 }
 _JOIN_METHODS = {"add", "add_", "__add__", "__iadd__"}
+_CONCATENATIONS = {
+    torch.cat,
+    torch.concat,
+    torch.concatenate,
+    torch.stack,
+    torch.hstack,
+    torch.vstack,
+    torch.dstack,
+}
+# Modules whose output has its features on the last axis.
+_FEATURES_LAST: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.MultiheadAttention,
+    nn.Embedding,
+    nn.EmbeddingBag,
+    nn.LayerNorm,
+    nn.RMSNorm,
+)
+_FEATURES_LAST_NAMES = frozenset(c.__name__ for c in _FEATURES_LAST) | {
+    "LazyLinear",
+    "NonDynamicallyQuantizableLinear",
+}
+_LISTS = (nn.ModuleList, nn.ModuleDict)
+Traces = dict[tuple[str, str], fx.GraphModule | None]
 
 
 def find_bottlenecks(
@@ -101,6 +149,7 @@ def find_bottlenecks(
     *,
     factor: float = 2.0,
     model: nn.Module | None = None,
+    reconstructs: bool = False,
 ) -> list[Bottleneck]:
     """Every place where the width profile narrows by ``factor`` and widens again.
 
@@ -115,6 +164,9 @@ def find_bottlenecks(
     model:
         The profiled model. It sharpens which records are weight layers and is
         traced for ``skip_connection`` (``None`` without it).
+    reconstructs:
+        The model's output has its input's size (an autoencoder): a neck without
+        a skip around it is then a ``latent``.
 
     Returns
     -------
@@ -130,23 +182,36 @@ def find_bottlenecks(
     if not factor > 1:
         raise InvalidInputError(f"bottleneck factor must be > 1, got {factor}")
     points = profile_points(layers, model)
+    position = {id(layer): i for i, layer in enumerate(layers)}
+    modules = dict(model.named_modules()) if model is not None else {}
     found: list[Bottleneck] = []
-    traces: dict[tuple[str, str], fx.GraphModule | None] = {}
+    traces: Traces = {}
     peak: LayerInfo | None = None
     low: LayerInfo | None = None  # narrowest point of the open stretch
-    for point in points:
-        if peak is None:
-            peak = point
-        elif low is None:
-            if point.width * factor <= peak.width:
-                low = point
-            elif point.width > peak.width:
+    entering: LayerInfo | None = None  # the record before the stretch's first point
+    with _eval_mode(model):
+        for point in points:
+            if peak is None:
                 peak = point
-        elif point.width >= factor * low.width:
-            found.append(_bottleneck(peak, low, point, model, traces))
-            peak, low = point, None
-        elif point.width <= low.width:
-            low = point
+            elif low is None:
+                if point.width * factor <= peak.width:
+                    low = point
+                    before = position[id(point)] - 1
+                    entering = layers[before] if before >= 0 else None
+                elif point.width > peak.width:
+                    peak = point
+            elif point.width >= factor * low.width:
+                shapes = [_axes(x, modules) for x in (entering, point) if x]
+                found.append(
+                    _bottleneck(
+                        peak, low, point, shapes, model, modules, traces, reconstructs
+                    )
+                )
+                peak, low = point, None
+            elif point.width < low.width or (
+                point.width == low.width and point.parent == low.parent
+            ):
+                low = point
     return found
 
 
@@ -185,9 +250,14 @@ def _bottleneck(
     peak: LayerInfo,
     low: LayerInfo,
     wide: LayerInfo,
+    around: list[tuple[tuple[int, ...], bool]],
     model: nn.Module | None,
-    traces: dict[tuple[str, str], fx.GraphModule | None],
+    modules: dict[str, nn.Module],
+    traces: Traces,
+    reconstructs: bool,
 ) -> Bottleneck:
+    shape, last = _axes(low, modules)
+    skip, join = _skip_connection(model, low, traces)
     return Bottleneck(
         layer=low.name,
         block=low.parent,
@@ -195,28 +265,86 @@ def _bottleneck(
         width=low.width,
         width_out=wide.width,
         ratio=peak.width / low.width,
-        kind=_kind(peak.shape, low.shape),
-        skip_connection=_skip_connection(model, low, traces),
+        kind=_kind(shape, last, around),
+        skip_connection=skip,
+        pattern=_pattern(low, wide, skip, join, reconstructs),
     )
 
 
-def _kind(before: tuple[int, ...], shape: tuple[int, ...]) -> str:
-    if len(before) <= 1 or len(shape) <= 1:
+def _axes(
+    layer: LayerInfo, modules: dict[str, nn.Module]
+) -> tuple[tuple[int, ...], bool]:
+    """The record's shape and whether its features are on the last axis."""
+    module = modules.get(module_name(layer.name))
+    if module is not None:
+        return layer.shape, isinstance(module, _FEATURES_LAST)
+    return layer.shape, layer.module.split("[", 1)[0] in _FEATURES_LAST_NAMES
+
+
+def _split(shape: tuple[int, ...], last: bool) -> tuple[int, int]:
+    """(features, positions) of a per-sample shape of rank >= 2."""
+    if last:
+        return shape[-1], math.prod(shape[:-1])
+    return shape[0], math.prod(shape[1:])
+
+
+def _kind(
+    shape: tuple[int, ...],
+    last: bool,
+    around: list[tuple[tuple[int, ...], bool]],
+) -> str:
+    if len(shape) <= 1:
         return "dense"
-    fewer_channels = shape[0] < before[0]
-    smaller = math.prod(shape[1:]) < math.prod(before[1:])
+    features, positions = _split(shape, last)
+    fewer_channels = smaller = False
+    for other, other_last in around:
+        if len(other) <= 1:
+            continue
+        f, p = _split(other, last if len(other) == len(shape) else other_last)
+        fewer_channels |= features < f
+        smaller |= positions < p
     if fewer_channels and smaller:
         return "channel+spatial"
     return "spatial" if smaller else "channel"
 
 
-def _skip_connection(
-    model: nn.Module | None,
-    layer: LayerInfo,
-    traces: dict[tuple[str, str], fx.GraphModule | None],
-) -> bool | None:
+def _pattern(
+    low: LayerInfo,
+    wide: LayerInfo,
+    skip: bool | None,
+    join: str | None,
+    reconstructs: bool,
+) -> Pattern:
+    if reconstructs and skip is not True:
+        return "latent"
+    if join == "cat" and len(low.shape) >= 2:
+        return "unet_bottom"
+    if len(low.shape) <= 1:
+        return "dense"
+    inside = not low.parent or wide.name.startswith(low.parent + ".")
+    return "classic" if inside else "inverted"
+
+
+@contextmanager
+def _eval_mode(model: nn.Module | None) -> Iterator[None]:
     if model is None:
-        return None
+        yield
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _skip_connection(
+    model: nn.Module | None, layer: LayerInfo, traces: Traces
+) -> tuple[bool | None, str | None]:
+    """Whether a skip goes around ``layer``, and how it joins (``add``, ``cat``)."""
+    if model is None:
+        return None, None
     target = module_name(layer.name)
     call = int(layer.name.partition("#")[2] or 1)
     block = layer.parent
@@ -226,14 +354,62 @@ def _skip_connection(
             traces[key] = _trace(model, block, target)
         graph = traces[key]
         if graph is None:
-            return None
+            return None, None
         relative = target[len(block) + 1 :] if block else target
-        bypass = _has_bypass(graph.graph, relative, call)
-        if bypass is None or bypass:
-            return bypass
+        join = _has_bypass(graph.graph, relative, call)
+        if join is None or join:
+            return (None, None) if join is None else (True, join)
         if not block:
-            return False
+            return False, None
         block = block.rpartition(".")[0]
+
+
+def is_container(module: nn.Module) -> bool:
+    """Whether ``module`` only chains its children: a ``Sequential``,
+    ``ModuleList`` or ``ModuleDict``, or a module whose children (the items of a
+    child ``ModuleList``/``ModuleDict`` counted one by one) are each called once,
+    in the order they were registered, each on the previous one's output alone,
+    and whose output is its last child's output.
+
+    Read from a ``torch.fx`` trace with every child kept as one call: work before
+    the first child (adding a position embedding) is allowed, work between or after
+    the children is not; a module that cannot be traced is not a container.
+
+    Example
+    -------
+    >>> is_container(vit.encoder)  # pos-embedding, dropout, layers, ln
+    True
+    >>> is_container(resnet.layer1[0])  # the residual add comes after conv3
+    False
+    """
+    if isinstance(module, (*_LISTS, nn.Sequential)):
+        return True
+    expected: list[str] = []
+    for name, child in module.named_children():
+        if isinstance(child, _LISTS):
+            expected += [f"{name}.{key}" for key, _ in child.named_children()]
+        else:
+            expected.append(name)
+    if not expected:
+        return False
+    try:
+        graph = _Shallow().trace(module)
+    except Exception:  # fx raises many kinds on dynamic control flow
+        return False
+    calls = [n for n in graph.nodes if n.op == "call_module"]
+    if [n.target for n in calls] != expected:
+        return False
+    if any(n.all_input_nodes != [p] for p, n in itertools.pairwise(calls)):
+        return False
+    output = next(n for n in graph.nodes if n.op == "output")
+    return output.args[0] is calls[-1]
+
+
+class _Shallow(fx.Tracer):
+    """Every submodule stays one ``call_module``."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return True
 
 
 class _KeepLayer(fx.Tracer):
@@ -259,7 +435,9 @@ def _trace(model: nn.Module, block: str, target: str) -> fx.GraphModule | None:
     return fx.GraphModule(root, graph)
 
 
-def _has_bypass(graph: fx.Graph, target: str, call: int) -> bool | None:
+def _has_bypass(graph: fx.Graph, target: str, call: int) -> str | None:
+    """How a bypass joins (``"add"``, ``"cat"``), ``""`` for none, ``None`` when
+    the layer's call is not in the graph."""
     calls = [n for n in graph.nodes if n.op == "call_module" and n.target == target]
     if len(calls) < call:
         return None
@@ -276,8 +454,8 @@ def _has_bypass(graph: fx.Graph, target: str, call: int) -> bool | None:
             arg in around and arg not in after for arg in node.all_input_nodes
         )
         if joins and bypassed and output in _descendants([node]):
-            return True
-    return False
+            return "cat" if node.target in _CONCATENATIONS else "add"
+    return ""
 
 
 def _descendants(start: list[fx.Node], avoid: Any = None) -> set[fx.Node]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from analysis.bottlenecks import find_bottlenecks
+from analysis.bottlenecks import find_bottlenecks, is_container
 from analysis.capture import capture, profile
 from analysis.config import AnalysisConfig, parse_config
 from analysis.datasets import Dataset
@@ -47,7 +47,6 @@ _PASS_THROUGH = (
     nn.modules.dropout._DropoutNd,
     nn.Identity,
 )
-_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _PROVENANCE_PACKAGES = ("bottlelens", "torch", "numpy", "scikit-learn", "safetensors")
 
 
@@ -140,7 +139,10 @@ def analyse(
         report("profile", 0, 1)
         profile_layers = profile(model, xs[:2].to(dev))
         bottlenecks = find_bottlenecks(
-            profile_layers, factor=cfg.bottleneck_factor, model=model
+            profile_layers,
+            factor=cfg.bottleneck_factor,
+            model=model,
+            reconstructs=_reconstructs(output, xs),
         )
         neck_layers = {b.layer for b in bottlenecks}
         names = select_layers(model, profile_layers, cfg.layers, neck_layers)
@@ -275,23 +277,30 @@ def select_layers(
     """Names of the records to capture, in execution order.
 
     ``"all"``: every module call. ``"auto"``: the bottlenecks, plus every call of a
-    module that is a direct child of the model or of a container (``Sequential``,
-    ``ModuleList``, ``ModuleDict``) reached from the model through containers only:
-    the stages and blocks a reader names, not their insides (a block's own
-    ``downsample`` Sequential does not count); containers themselves (their output
-    is their last child's) and pass-through layers (normalisation, dropout,
-    identity) are left out. Otherwise a comma-separated list of fnmatch globs; a
-    glob matching nothing is an error.
+    module that is a direct child of the model or of a container reached from the
+    model through containers only: the stages and blocks a reader names, not their
+    insides (a block's own ``downsample`` Sequential does not count). A container
+    is a ``Sequential``, ``ModuleList`` or ``ModuleDict``, or a module whose
+    children are each called once, in order, each on the previous one's output,
+    and whose output is its last child's (``analysis.bottlenecks.is_container``: a
+    transformer's ``encoder`` holding its blocks and a final norm). Containers
+    themselves (their output is their last child's) and pass-through layers
+    (normalisation, dropout, identity) are left out. Otherwise a comma-separated
+    list of fnmatch globs; a glob matching nothing is an error.
     """
     if spec == "all":
         return [layer.name for layer in layers]
     modules = dict(model.named_modules())
     if spec == "auto":
         chosen = []
+        containers: dict[str, bool] = {}
         for layer in layers:
             module = modules.get(layer.name.split("#")[0])
-            outline = _in_outline(modules, layer.parent)
-            skip = isinstance(module, _CONTAINERS + _PASS_THROUGH)
+            outline = _in_outline(modules, layer.parent, containers)
+            skip = isinstance(module, _PASS_THROUGH) or (
+                module is not None
+                and _container(modules, layer.name.split("#")[0], containers)
+            )
             if layer.name in bottlenecks or (outline and not skip):
                 chosen.append(layer.name)
         return chosen
@@ -312,14 +321,30 @@ def select_layers(
     ]
 
 
-def _in_outline(modules: dict[str, nn.Module], parent: str) -> bool:
+def _in_outline(
+    modules: dict[str, nn.Module], parent: str, containers: dict[str, bool]
+) -> bool:
     """True when ``parent`` is the model, or a container whose ancestors up to the
     model are all containers."""
     while parent:
-        if not isinstance(modules.get(parent), _CONTAINERS):
+        if not _container(modules, parent, containers):
             return False
         parent = parent.rpartition(".")[0]
     return True
+
+
+def _container(
+    modules: dict[str, nn.Module], name: str, containers: dict[str, bool]
+) -> bool:
+    if name not in containers:
+        module = modules.get(name)
+        containers[name] = module is not None and is_container(module)
+    return containers[name]
+
+
+def _reconstructs(output: Any, xs: torch.Tensor) -> bool:
+    """The model's output has its input's size per sample (an autoencoder)."""
+    return isinstance(output, torch.Tensor) and output[0].numel() == xs[0].numel()
 
 
 def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:
@@ -369,9 +394,10 @@ def _sections(
     timer: _Timer,
     fatal: tuple[type[BaseException], ...],
 ) -> dict[str, Any]:
-    """The families' own sections; a failure keeps the rest and says why."""
-    sections: dict[str, Any] = {}
-    for family in families:
+    """The families' own sections, each after the families it reads (``after``);
+    a failure keeps the rest and says why."""
+    sections = ctx.sections
+    for family in _after_order(families):
         key = family.spec.section
         if key is None:
             continue
@@ -387,6 +413,21 @@ def _sections(
                 sections[key] = family.void_section(reason)
         report(family.name, 1, 1)
     return sections
+
+
+def _after_order(families: list[Family]) -> list[Family]:
+    """``families`` in their order, except that each comes after those named in
+    its spec's ``after`` (a stable topological order; ``after`` has no cycles)."""
+    pending, done = list(families), []
+    while pending:
+        ready = next(
+            f
+            for f in pending
+            if not any(g.name in f.spec.after for g in pending if g is not f)
+        )
+        pending.remove(ready)
+        done.append(ready)
+    return done
 
 
 def _failure(exc: Exception) -> str:

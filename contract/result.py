@@ -9,7 +9,7 @@ Version-1 documents are read and converted (:func:`upgrade_result`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -27,6 +27,18 @@ FLAGS: dict[str, str] = {
     "cv_reduced": "a probe ran with fewer folds than asked (a rare class)",
     "clipped": "the value or interval was clipped to the quantity's range",
 }
+
+
+# What a bottleneck is, judged from the model's structure (analysis.bottlenecks).
+PATTERNS: dict[str, str] = {
+    "classic": "wide, narrow, wide inside one block (a ResNet bottleneck block)",
+    "inverted": "a block's own projection onto a narrow stream that the next block "
+    "expands again (MobileNetV2, a transformer's MLP)",
+    "latent": "the code of a model that reconstructs its input (autoencoder, VAE)",
+    "unet_bottom": "the deepest stage, with concatenated skips around it (U-Net)",
+    "dense": "a narrow layer of an MLP",
+}
+Pattern = Literal["classic", "inverted", "latent", "unet_bottom", "dense"]
 
 
 def _by_position(cls: type[BaseModel], args: tuple, data: dict) -> dict:
@@ -118,7 +130,8 @@ class BottleneckRecord(BaseModel):
     ``factor`` times wider; ``ratio = width_in / width``. ``kind``: ``"channel"``,
     ``"spatial"``, ``"channel+spatial"`` or ``"dense"``. ``skip_connection``: the
     enclosing block adds (or concatenates) its input back around it (``None``: the
-    model could not be traced).
+    model could not be traced). ``pattern`` (``PATTERNS``) says what kind of neck it
+    is; ``None`` in documents written before it existed.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -131,6 +144,7 @@ class BottleneckRecord(BaseModel):
     ratio: float
     kind: str
     skip_connection: bool | None
+    pattern: Pattern | None = None
 
     def __init__(self, *args: Any, **data: Any) -> None:
         super().__init__(**_by_position(type(self), args, data))

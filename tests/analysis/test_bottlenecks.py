@@ -83,6 +83,7 @@ def test_narrow_mlp_has_exactly_one_dense_without_skip() -> None:
         ratio=16.0,
         kind="dense",
         skip_connection=False,
+        pattern="dense",
     )
 
 

@@ -88,6 +88,7 @@ def test_result_json_has_the_documented_fields(demo) -> None:
         "ratio",
         "kind",
         "skip_connection",
+        "pattern",
     }
     prov = data["provenance"]
     for key in (
