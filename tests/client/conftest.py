@@ -7,59 +7,47 @@ No Celery worker runs: ``sent`` records the tasks the API enqueues.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from bottlelens.client import Client
 from service import store
-from service.db import get_engine, session_scope
-from service.main import create_app
-from service.models import Base
-from service.settings import Settings
-from tests.service.conftest import Team, demo_result, make_team, sent, sqlite_url
+from service.db import session_scope
+from tests.service.conftest import (
+    client,
+    demo_result,
+    engine,
+    other_team,
+    sent,
+    settings,
+    sqlite_url,
+    team,
+)
 
-__all__ = ["demo_result", "sent", "sqlite_url"]  # fixtures shared with tests/service
-
-
-@pytest.fixture
-def engine(sqlite_url: str) -> Engine:
-    engine = get_engine(sqlite_url)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(text(f"DELETE FROM {table.name}"))
-    return engine
-
-
-@pytest.fixture
-def settings(sqlite_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=sqlite_url,
-        storage_dir=tmp_path / "storage",
-        broker_url="redis://127.0.0.1:6379/15",
-        max_upload_bytes=4 * 1024 * 1024,
-    )
+# The service tests' fixtures, on SQLite only.
+__all__ = [
+    "client",
+    "demo_result",
+    "engine",
+    "other_team",
+    "sent",
+    "settings",
+    "sqlite_url",
+    "team",
+]
 
 
 @pytest.fixture
-def server(
-    engine: Engine, settings: Settings, sent: list[dict[str, Any]]
-) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as client:
-        yield client
+def db_url(sqlite_url: str) -> str:
+    return sqlite_url
 
 
 @pytest.fixture
-def team(engine: Engine) -> Team:
-    return make_team(engine, "alpha")
-
-
-@pytest.fixture
-def other_team(engine: Engine) -> Team:
-    return make_team(engine, "beta")
+def server(client: TestClient) -> TestClient:
+    return client
 
 
 @pytest.fixture
@@ -84,8 +72,8 @@ def connect(server: TestClient, sleeps: list[float]) -> Iterator[Any]:
         return client
 
     yield make
-    for client in made:
-        client.close()
+    for api in made:
+        api.close()
 
 
 def finish(engine: Engine, analysis_id: str, result: dict[str, Any]) -> None:
