@@ -65,6 +65,7 @@ class Attribution(Family):
         )
         by_name = {layer.name: layer for layer in ctx.layers}
         for entry in reports:
+            entry |= _map_classes(ctx, entry.get("samples") or [])
             if entry["layer"] in by_name:
                 by_name[entry["layer"]].metrics += entry["metrics"]
             entry["metrics"] = [m.model_dump() for m in entry["metrics"]]
@@ -72,3 +73,20 @@ class Attribution(Family):
 
     def void_section(self, reason: str) -> list[dict[str, Any]]:
         return []
+
+
+def _map_classes(ctx: Context, samples: list[int]) -> dict[str, list[int] | None]:
+    """True label and predicted class of each sample with a saved map, so a report
+    can mark the misclassified ones; ``None`` where there is no class to name."""
+    if not samples:
+        return {"labels": None, "predicted": None}
+    rows = torch.as_tensor(samples, dtype=torch.long)
+    labels = None
+    if ctx.ys is not None and not ctx.ys.is_floating_point() and ctx.ys.ndim == 1:
+        labels = [int(y) for y in ctx.ys[rows.to(ctx.ys.device)]]
+    with torch.no_grad():
+        out = ctx.model(ctx.xs[rows.to(ctx.xs.device)])
+    predicted = None
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] > 1:
+        predicted = [int(c) for c in out.argmax(1)]
+    return {"labels": labels, "predicted": predicted}
