@@ -238,7 +238,18 @@ def run_analysis(self: Any, analysis_id: str) -> str:
         return "failed"
     finally:
         _release_gpu_memory()
+        _end_audit_runs(analysis_id)
     return "succeeded" if saved else "skipped"
+
+
+def _end_audit_runs(analysis_id: str) -> None:
+    """An audit run waiting on this analysis ends now, not at the next tick."""
+    from workers.scheduler import finish_runs
+
+    try:
+        finish_runs(analysis_id=analysis_id)
+    except Exception:  # the scheduler's next tick ends it
+        log.exception("analysis %s: could not end its audit run", analysis_id)
 
 
 def lease_retry_countdown(analysis_id: str, retries: int) -> int | None:
