@@ -1,7 +1,7 @@
 """Task and queue names: the API enqueues by these names, the workers register them.
 
 ``run_analysis`` goes to ``GPU_QUEUE`` unless the config asks for ``device: "cpu"``;
-uploads are validated and the reconciler runs on ``CPU_QUEUE``.
+uploads are validated and the reconciler and the audit scheduler run on ``CPU_QUEUE``.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 VALIDATE_UPLOAD = "bottlelens.validate_upload"
 RUN_ANALYSIS = "bottlelens.run_analysis"
 RECONCILE = "bottlelens.reconcile"
+SCHEDULER_TICK = "bottlelens.scheduler_tick"
 
 GPU_QUEUE = "gpu"
 CPU_QUEUE = "cpu"
@@ -18,6 +19,7 @@ QUEUES = (GPU_QUEUE, CPU_QUEUE)
 ROUTES: dict[str, str] = {
     VALIDATE_UPLOAD: CPU_QUEUE,
     RECONCILE: CPU_QUEUE,
+    SCHEDULER_TICK: CPU_QUEUE,
     RUN_ANALYSIS: GPU_QUEUE,
 }
 

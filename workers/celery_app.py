@@ -22,7 +22,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from contract.tasks import CPU_QUEUE, QUEUES, RECONCILE
+from contract.tasks import CPU_QUEUE, QUEUES, RECONCILE, SCHEDULER_TICK
 from contract.tasks import ROUTES as TASK_ROUTES
 from service.settings import Settings, get_settings
 
@@ -77,7 +77,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     check_limits(settings)
     limit = settings.task_time_limit_s
-    app = Celery("bottlelens", include=["workers.tasks"])
+    app = Celery("bottlelens", include=["workers.tasks", "workers.scheduler"])
     app.conf.update(
         broker_url=settings.broker_url,
         broker_transport_options=_broker_options(settings),
@@ -105,7 +105,15 @@ def make_celery(settings: Settings | None = None) -> Celery:
                     "queue": TASK_ROUTES[RECONCILE],
                     "expires": settings.reconcile_interval_s,
                 },
-            }
+            },
+            "scheduler-tick": {
+                "task": SCHEDULER_TICK,
+                "schedule": float(settings.scheduler_tick_s),
+                "options": {
+                    "queue": TASK_ROUTES[SCHEDULER_TICK],
+                    "expires": settings.scheduler_tick_s,
+                },
+            },
         },
     )
     return app
