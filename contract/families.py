@@ -120,6 +120,8 @@ class FamilySpec:
     integer labels), ``"optional"`` (some rows need them) or ``"no"``.
     ``min_samples``: below it the family is not run (a warning says so).
     ``section``: the result key of a family that adds a section besides layer rows.
+    ``after``: families whose rows and sections this one reads; when they run,
+    its section is computed after theirs.
     """
 
     name: str
@@ -131,6 +133,7 @@ class FamilySpec:
     min_samples: int = 3
     metrics: tuple[str, ...] = ()
     section: str | None = None
+    after: tuple[str, ...] = ()
 
 
 FAMILIES: dict[str, FamilySpec] = {
@@ -178,5 +181,63 @@ FAMILIES: dict[str, FamilySpec] = {
         ),
     )
 }
+
+
+class SkipsSection(Section):
+    """No parameters: every bottleneck whose skip ``torch.fx`` finds gets a row."""
+
+
+class ReceptiveFieldSection(Section):
+    """``samples``: seeded samples whose input gradients are averaged for the
+    effective receptive field; ``resamples``: bootstrap draws of its intervals."""
+
+    samples: Int = Field(default=16, ge=1, le=1024)
+    resamples: Int = Field(default=200, ge=20, le=10000)
+
+
+class NecksSection(Section):
+    """No parameters: the answers are read from the families that ran."""
+
+
+FAMILIES.update(
+    {
+        f.name: f
+        for f in (
+            FamilySpec(
+                "skips",
+                SkipsSection,
+                "energy share, cosine and CKA of the identity and branch paths "
+                "at every skip connection around a bottleneck",
+                min_samples=4,
+                section="skips",
+            ),
+            FamilySpec(
+                "receptive_field",
+                ReceptiveFieldSection,
+                "theoretical and effective (Luo et al. 2016) receptive field of "
+                "every captured feature map, with pictures",
+                needs_gradients=True,
+                min_samples=2,
+                metrics=("receptive_field_radius",),
+            ),
+            FamilySpec(
+                "necks",
+                NecksSection,
+                "the seven questions per bottleneck, answered side by side",
+                section="necks",
+                after=(
+                    "id",
+                    "mi",
+                    "probe",
+                    "skips",
+                    "receptive_field",
+                    "latent",
+                    "capacity",
+                ),
+            ),
+        )
+    }
+)
+
 
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
