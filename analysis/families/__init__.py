@@ -36,7 +36,8 @@ class Context:
     ``activations``: layer name -> (n, stored width) from the one shared capture;
     ``auto_layers``: the names ``layers="auto"`` selects (for families that look
     at blocks and stages only); ``layers``: the result's layer records, filled as
-    the per-layer families run; ``cache``: per-run values a family computes once.
+    the per-layer families run; ``cache``: per-run values a family computes once;
+    ``sections``: the result sections computed so far (a family's ``after`` ones).
     """
 
     model: nn.Module
@@ -50,6 +51,7 @@ class Context:
     artifacts_dir: Path | None
     layers: list[Any] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -119,7 +121,16 @@ def void(
 
 
 # The families register themselves on import.
-from analysis.families import attribution, cka, id, mi, probe  # noqa: E402, F401
+from analysis.families import (  # noqa: E402, F401
+    attribution,
+    cka,
+    id,
+    mi,
+    necks,
+    probe,
+    receptive_field,
+    skips,
+)
 
 _missing = set(FAMILIES) - set(REGISTRY)
 if _missing:  # pragma: no cover - caught by the import in every test
