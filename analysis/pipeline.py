@@ -174,7 +174,8 @@ def analyse(
     )
     _measure_layers(ctx, families, neck_layers, report, warnings, timer, fatal)
     sections = _sections(ctx, families, report, warnings, timer, fatal)
-    del cap, ctx.activations
+    ctx.activations.clear()  # the captures are the largest thing held; done
+    del cap
 
     return AnalysisResult(
         model=_model_section(model, model_info),

@@ -13,7 +13,6 @@ A new family: its declaration in ``contract.families``, its module here (with
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,8 +96,6 @@ class Family:
 
 
 REGISTRY: dict[str, Family] = {}
-
-_F = Callable[[], Family]
 
 
 def register(cls: type[Family]) -> type[Family]:
