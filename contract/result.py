@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from contract.config import upgrade_v1
 
 SCHEMA_VERSION = 2
+# The HTML report a worker writes among an analysis's artifacts (GET .../report).
+REPORT_FILE = "report.html"
 
 # Flags a metric row may carry (warnings that do not void its value).
 FLAGS: dict[str, str] = {

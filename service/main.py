@@ -26,6 +26,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.db import get_engine
+from service.docs import add_docs
 from service.errors import (
     Conflict,
     ErrorBody,
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="What happens to information inside a network, layer by layer.",
         version="0.1.0",
         openapi_url="/v1/openapi.json",
-        docs_url="/v1/docs",
+        docs_url=None,  # service.docs: Swagger UI from the package, not a CDN
         redoc_url=None,
         lifespan=_lifespan,
     )
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.broker_url, timeout_s=settings.broker_timeout_s
     )
     app.include_router(api_router)
+    add_docs(app, app.openapi_url or "")
     app.add_middleware(BodyCap, max_bytes=JSON_BODY_MAX)
     app.add_middleware(DatabaseSlots, slots=pool_capacity(app.state.engine))
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]

@@ -223,6 +223,7 @@ def run_analysis(self: Any, analysis_id: str) -> str:
                 max_bytes=_max_bytes(job.team_id),
             )
             lease.check()
+            _write_report(result, artifacts_dir(settings.storage_dir, analysis_id))
         with session_scope() as session:
             saved = store.save_results(session, analysis_id, holder, result)
     except AnalysisStopped:
@@ -240,6 +241,18 @@ def run_analysis(self: Any, analysis_id: str) -> str:
         _release_gpu_memory()
         _end_audit_runs(analysis_id)
     return "succeeded" if saved else "skipped"
+
+
+def _write_report(result: dict[str, Any], folder: Path) -> None:
+    """The HTML report beside the maps (``GET .../report``); one that cannot be
+    drawn leaves the result as it is, and the route then says it is missing."""
+    from analysis.reporting import REPORT_FILE, write_html
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_html(result, folder / REPORT_FILE, folder)
+    except Exception:
+        log.exception("could not write the HTML report into %s", folder)
 
 
 def _end_audit_runs(analysis_id: str) -> None:

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from analysis.reporting.document import render_html
-
-REPORT_NAME = "report.html"  # the file a worker leaves among an analysis's artifacts
+from contract.result import REPORT_FILE
 
 __all__ = [
-    "REPORT_NAME",
+    "REPORT_FILE",
     "render_audit_html",
     "render_html",
     "render_series_html",

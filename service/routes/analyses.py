@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import FileResponse, JSONResponse
 
+from contract.necks import NecksResult
+from contract.result import REPORT_FILE
 from service import checks, store
 from service.errors import NotFound, Unavailable
 from service.openapi import errors
@@ -135,6 +137,44 @@ def get_artifact(
         )
     media = "image/png" if path.suffix == ".png" else "application/octet-stream"
     return FileResponse(path, media_type=media, filename=path.name)
+
+
+@router.get(
+    "/{analysis_id}/report",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "One self-contained HTML page (no request of its own).",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        },
+        **errors(409),
+    },
+)
+def get_report(
+    analysis_id: str, key: ReadKey, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """The HTML report of a succeeded analysis, written by the worker."""
+    store.finished_analysis(session, key.team_id, analysis_id)
+    path = artifact_file(storage.root, analysis_id, REPORT_FILE)
+    if path is None:
+        raise NotFound(
+            f"analysis {analysis_id} has no HTML report (it finished before reports "
+            "were written, or drawing it failed); `bottlelens report` draws one "
+            "from .../results"
+        )
+    return FileResponse(path, media_type="text/html; charset=utf-8")
+
+
+@router.get("/{analysis_id}/necks", responses=errors(409))
+def get_necks(analysis_id: str, key: ReadKey, session: SessionDep) -> NecksResult:
+    """The seven answers per bottleneck, side by side (the result's ``necks``)."""
+    section = store.get_section(session, key.team_id, analysis_id, "necks")
+    if section is None:
+        raise NotFound(
+            f"analysis {analysis_id} has no necks section; run it with necks in "
+            "metrics"
+        )
+    return NecksResult.model_validate(section)
 
 
 @router.post("/{analysis_id}/cancel", responses=errors(409))

@@ -29,6 +29,7 @@ ROUTES = [
     ("GET", "/v1/analyses/{analysis}/layers", "read"),
     ("GET", "/v1/analyses/{analysis}/bottlenecks", "read"),
     ("GET", "/v1/analyses/{analysis}/artifacts/fc2.png", "read"),
+    ("GET", "/v1/analyses/{analysis}/report", "read"),
     ("POST", "/v1/analyses/{analysis}/cancel", "submit"),
 ]
 ROUTE_IDS = [f"{m} {p}" for m, p, _ in ROUTES]
