@@ -24,6 +24,7 @@ from service.store.analyses import (
     get_bottlenecks,
     get_layers,
     get_results,
+    get_section,
     layer_metric_across_analyses,
     list_analyses,
 )
@@ -47,6 +48,15 @@ from service.store.audits import (
     pause_audit,
     resume_audit,
 )
+from service.store.compare import (
+    compare_analyses,
+)
+from service.store.exports import (
+    export_page,
+    export_rows,
+    number_for_export,
+    parse_cursor,
+)
 from service.store.jobs import (
     analyses_to_reconcile,
     claim_analysis,
@@ -55,6 +65,17 @@ from service.store.jobs import (
     lease_expires_in,
     save_results,
     team_max_upload_bytes,
+)
+from service.store.series import (
+    add_checkpoint,
+    analyse_series,
+    create_series,
+    delete_series,
+    get_series,
+    latest_checkpoint,
+    list_checkpoints,
+    list_series,
+    trajectory,
 )
 from service.store.teams import (
     api_key_for_token,
@@ -83,23 +104,30 @@ from service.store.workers import (
 )
 
 __all__ = [
+    "add_checkpoint",
+    "analyse_series",
     "analyses_to_reconcile",
     "api_key_for_token",
     "audit_runs_to_finish",
     "cancel_analysis",
     "claim_analysis",
     "claim_due_audit_runs",
+    "compare_analyses",
     "count_audit_runs",
     "create_analysis",
     "create_api_key",
     "create_audit",
     "create_dataset",
     "create_model",
+    "create_series",
     "create_team",
     "delete_audit",
+    "delete_series",
     "delete_upload",
     "discard_analysis",
     "due_webhook_deliveries",
+    "export_page",
+    "export_rows",
     "fail_analysis",
     "finish_audit_run",
     "finished_analysis",
@@ -112,19 +140,26 @@ __all__ = [
     "get_layers",
     "get_model",
     "get_results",
+    "get_section",
+    "get_series",
     "get_team",
     "get_upload_for_validation",
     "heartbeat",
+    "latest_checkpoint",
     "layer_metric_across_analyses",
     "lease_expires_in",
     "list_analyses",
     "list_audit_alerts",
     "list_audit_runs",
     "list_audits",
+    "list_checkpoints",
     "list_datasets",
     "list_models",
+    "list_series",
     "live_workers",
     "mark_upload",
+    "number_for_export",
+    "parse_cursor",
     "pause_audit",
     "pending_audit_runs",
     "ping",
@@ -135,5 +170,6 @@ __all__ = [
     "save_results",
     "start_audit_run",
     "team_max_upload_bytes",
+    "trajectory",
     "uploads_to_reconcile",
 ]

@@ -39,6 +39,7 @@ from service.store._common import (
     _finish,
     _locked_analysis,
 )
+from service.store.exports import number_for_export
 
 # --- analyses: the worker side (docs/service-contract.md) ----------------------
 
@@ -197,6 +198,7 @@ def save_results(
     row.worker_id = worker_id
     _finish(row, "succeeded")
     row.progress, row.stage = 1.0, "done"
+    number_for_export(session, row, sum(len(m) for _, m in rows.layers))  # last
     session.flush()
     return True
 
