@@ -124,11 +124,82 @@ class UNetConfig:
         check("unet", "depth", 1 <= self.depth <= 8, "between 1 and 8", self.depth)
 
 
+@dataclass(frozen=True)
+class VAEConfig:
+    kind: Literal["mlp", "conv"] = "mlp"
+    in_channels: int = 1
+    image_size: int = 8
+    hidden: tuple[int, ...] = (128,)
+    latent_dim: int = 8
+
+    def __post_init__(self) -> None:
+        for key in ("in_channels", "image_size", "latent_dim"):
+            value = getattr(self, key)
+            check("vae", key, value > 0, "> 0", value)
+        check(
+            "vae",
+            "hidden",
+            len(self.hidden) > 0 and all(h > 0 for h in self.hidden),
+            "a non-empty list of positive ints",
+            list(self.hidden),
+        )
+        if self.kind == "conv":
+            steps = 2 ** len(self.hidden)
+            check(
+                "vae",
+                "image_size",
+                self.image_size % steps == 0,
+                f"a multiple of 2**len(hidden) = {steps} for kind 'conv' (each "
+                "conv halves it)",
+                self.image_size,
+            )
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    in_channels: int = 3
+    image_size: int = 32
+    patch_size: int = 8
+    num_layers: int = 4
+    hidden_dim: int = 64
+    mlp_dim: int = 256
+    num_heads: int = 4
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for key in (
+            "in_channels",
+            "patch_size",
+            "num_layers",
+            "mlp_dim",
+            "num_heads",
+            "num_classes",
+        ):
+            value = getattr(self, key)
+            check("vit", key, value > 0, "> 0", value)
+        check(
+            "vit",
+            "image_size",
+            self.image_size > 0 and self.image_size % self.patch_size == 0,
+            f"a positive multiple of patch_size = {self.patch_size}",
+            self.image_size,
+        )
+        check(
+            "vit",
+            "hidden_dim",
+            self.hidden_dim > 0 and self.hidden_dim % self.num_heads == 0,
+            f"a positive multiple of num_heads = {self.num_heads}",
+            self.hidden_dim,
+        )
+
+
 BUILTIN_CONFIGS: dict[str, type] = {
     "mlp": MLPConfig,
     "conv_autoencoder": ConvAutoencoderConfig,
     "resnet": ResNetConfig,
     "unet": UNetConfig,
+    "vae": VAEConfig,
+    "vit": ViTConfig,
 }
 
 

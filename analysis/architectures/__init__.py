@@ -163,4 +163,11 @@ def parse_config(arch: str, cls: type[_C], config: dict[str, Any]) -> _C:
 
 
 # The built-ins register themselves on import; they need the names above.
-from analysis.architectures import autoencoder, mlp, resnet, unet  # noqa: E402, F401
+from analysis.architectures import (  # noqa: E402, F401
+    autoencoder,
+    mlp,
+    resnet,
+    unet,
+    vae,
+    vit,
+)
