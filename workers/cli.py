@@ -15,6 +15,7 @@ from rich.console import Console
 
 from contract.config import AnalysisConfig
 from contract.families import FAMILIES
+from workers.cli_ops import register as register_ops
 from workers.outputs import (
     OutputPathError,
     check_file,
@@ -118,6 +119,21 @@ def _run(
         err_console.print(f"[yellow]warning:[/] {name} holds {count} NaN/Inf values")
     dataset = load_dataset(data)
     model_info = ckpt.model_info(arch, arch_config, weights.name)
+    if not err_console.is_terminal:  # a log or a pipe: a line per stage
+        from workers.progress import StageLines
+
+        lines = StageLines(lambda line: err_console.print(line, highlight=False))
+        try:
+            return analyse(
+                model,
+                dataset,
+                config,
+                model_info=model_info,
+                progress=lines,
+                artifacts_dir=artifacts,
+            )
+        finally:
+            lines.close()
     with Progress(
         TextColumn("{task.description:<8}"),
         BarColumn(),
@@ -143,7 +159,13 @@ def _run(
         )
 
 
-def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
+def _show(
+    result: AnalysisResult,
+    out: Path | None,
+    plot: Path | None,
+    report: Path | None = None,
+    artifacts: Path | None = None,
+) -> None:
     """Tables on the console; JSON to ``out``; pictures next to ``plot``.
 
     A result that cannot be written to ``out`` goes to a fallback file, named on the
@@ -174,6 +196,13 @@ def _show(result: AnalysisResult, out: Path | None, plot: Path | None) -> None:
             _draw(data, plot)
         except OSError as exc:
             failed.append(f"could not draw the pictures next to {plot} ({exc})")
+    if report is not None:
+        from analysis.reporting import write_html
+
+        try:
+            console.print(f"report written to {write_html(data, report, artifacts)}")
+        except OSError as exc:
+            failed.append(f"could not write the report {report} ({exc})")
     if failed:
         raise _fail("; ".join(failed))
 
@@ -278,6 +307,10 @@ def analyze(
     plot: Annotated[
         Path | None, typer.Option(help="Draw the layer profile as a PNG here.")
     ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the HTML report here (self-contained, offline)."),
+    ] = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Analyse every layer of a model on a dataset and print a per-layer table.
@@ -311,9 +344,11 @@ def analyze(
     if not weights.is_file():
         raise _fail(f"--weights {weights} is not a file")
     _check_outputs(
-        {"--out": out, **(_picture_paths(plot) if plot else {})},
+        {"--out": out, "--report": report, **(_picture_paths(plot) if plot else {})},
         {artifacts_option: artifacts},
     )
+    if arch_config is None:
+        _say_defaults(arch)
     try:
         result = _run(
             arch=arch,
@@ -327,7 +362,55 @@ def analyze(
         )
     except BottlelensError as exc:
         raise _fail(_one_line(exc)) from exc
-    _show(result, out, plot)
+    _show(result, out, plot, report, artifacts)
+
+
+def _say_defaults(arch: str) -> None:
+    """``--arch`` without ``--arch-config``: name the defaults that will be used."""
+    from contract.architectures import BUILTIN_CONFIGS, config_keys
+
+    if arch not in BUILTIN_CONFIGS:
+        return
+    defaults = {
+        key: list(default) if isinstance(default, tuple) else default
+        for key, (_, default) in config_keys(arch).items()
+    }
+    err_console.print(
+        f"no --arch-config: {arch} with its defaults {json.dumps(defaults)} "
+        "(the weights must have these shapes; `bottlelens architectures` lists "
+        "every key)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def report(
+    result: Annotated[Path, typer.Argument(help="A result JSON (analyze --out).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The HTML file to write.")
+    ] = Path("report.html"),
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of the attribution maps (default: RESULT's .artifacts "
+            "folder, or the attribution folder beside it, when present)."
+        ),
+    ] = None,
+) -> None:
+    """Write the HTML report of a result: one file, readable offline, printable."""
+    from analysis.reporting import write_html
+    from contract.result import upgrade_result
+
+    _check_outputs({"--output": output}, {})
+    try:
+        data = upgrade_result(json.loads(result.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read the result {result}: {exc}") from exc
+    if artifacts is None:
+        beside = [result.with_suffix(".artifacts"), result.parent / "attribution"]
+        artifacts = next((p for p in beside if p.is_dir()), None)
+    console.print(f"report written to {write_html(data, output, artifacts)}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -383,7 +466,13 @@ def demo(
         )
     except BottlelensError as exc:
         raise _fail(_one_line(exc)) from exc
-    _show(result, workdir / "result.json", workdir / "profile.png")
+    _show(
+        result,
+        workdir / "result.json",
+        workdir / "profile.png",
+        workdir / "report.html",
+        workdir / "attribution",
+    )
 
 
 # --- the service: serve, keys, db, quickstart ---------------------------------
@@ -396,6 +485,22 @@ db_app = typer.Typer(help="The database schema.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(teams_app, name="teams")
 app.add_typer(db_app, name="db")
+register_ops(app, teams_app, keys_app, console, _fail)
+
+# --- a running service, through bottlelens.client (workers/cli_remote.py) ---
+from workers.cli_remote import (  # noqa: E402
+    analyses_app,
+    audits_app,
+    reports_app,
+    results_app,
+    series_app,
+)
+
+app.add_typer(analyses_app, name="analyses")
+app.add_typer(results_app, name="results")
+app.add_typer(series_app, name="series")
+app.add_typer(audits_app, name="audits")
+app.add_typer(reports_app)  # compare, export
 
 
 def _service_error(exc: Exception) -> typer.Exit:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from typing import Any
+
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from service import auth
@@ -118,3 +120,56 @@ def api_key_for_token(session: Session, token: str) -> ApiKeyRecord | None:
     if not auth.token_matches(token, record.key_hash if record else None):
         return None
     return record
+
+
+def list_teams(session: Session) -> list[dict[str, Any]]:
+    """Every team by name: id, name, limits (None: the settings'), active keys."""
+    active = (
+        select(ApiKeyRow.team_id, func.count().label("n"))
+        .where(ApiKeyRow.revoked_at.is_(None))
+        .group_by(ApiKeyRow.team_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(TeamRow, func.coalesce(active.c.n, 0))
+        .outerjoin(active, active.c.team_id == TeamRow.id)
+        .order_by(TeamRow.name)
+    )
+    return [
+        {
+            "id": team.id,
+            "name": team.name,
+            "max_upload_bytes": team.max_upload_bytes,
+            "max_queued_analyses": team.max_queued_analyses,
+            "active_keys": int(n),
+            "created_at": team.created_at,
+        }
+        for team, n in rows
+    ]
+
+
+def list_api_keys(
+    session: Session, team: str | None = None, *, revoked: bool = False
+) -> list[dict[str, Any]]:
+    """Keys (never their hash or secret): id, team, scopes, created, revoked;
+    of one team (name or id) when given, NotFound if there is no such team;
+    revoked keys only when ``revoked``."""
+    query = select(ApiKeyRow, TeamRow.name).join(TeamRow)
+    if team is not None:
+        found = get_team(session, team)
+        if found is None:
+            raise NotFound(f"no team {team!r} (name or id)")
+        query = query.where(ApiKeyRow.team_id == found.id)
+    if not revoked:
+        query = query.where(ApiKeyRow.revoked_at.is_(None))
+    rows = session.execute(query.order_by(TeamRow.name, ApiKeyRow.created_at))
+    return [
+        {
+            "id": key.id,
+            "team": name,
+            "scopes": key.scopes,
+            "created_at": key.created_at,
+            "revoked_at": key.revoked_at,
+        }
+        for key, name in rows
+    ]
