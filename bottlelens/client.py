@@ -25,19 +25,26 @@ Example::
 
 from __future__ import annotations
 
-import email.utils
 import json
-import os
 import time
-import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
-import httpx
-from pydantic import BaseModel
-
+from bottlelens._export import Export
+from bottlelens._http import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_URL,
+    KEY_ENV,
+    URL_ENV,
+    ApiError,
+    Http,
+    file_field,
+    params,
+    seg,
+)
 from service.schemas import (
     AnalysesPublic,
     AnalysisPublic,
@@ -51,98 +58,45 @@ from service.schemas import (
     ModelsPublic,
     Readiness,
 )
+from service.schemas_audits import (
+    AlertsPublic,
+    AuditCreate,
+    AuditPublic,
+    AuditRunsPublic,
+    AuditsPublic,
+)
+from service.schemas_series import (
+    CheckpointPublic,
+    CheckpointsPublic,
+    ComparisonPublic,
+    ExportFormat,
+    Order,
+    SeriesAnalysesPublic,
+    SeriesListPublic,
+    SeriesPublic,
+    TrajectoryPublic,
+)
 
-URL_ENV = "BOTTLELENS_URL"
-KEY_ENV = "BOTTLELENS_API_KEY"
-DEFAULT_URL = "http://127.0.0.1:8000"  # `bottlelens serve`
-DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_RETRIES = 3
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT_S",
+    "DEFAULT_URL",
+    "KEY_ENV",
+    "TERMINAL",
+    "URL_ENV",
+    "ApiError",
+    "Client",
+    "Export",
+]
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-_IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
-_CHUNK = 64 * 1024
-
-M = TypeVar("M", bound=BaseModel)
 
 
-class ApiError(Exception):
-    """An error answer of the API (``{code, message, problems}``), or no answer.
-
-    ``status`` is the HTTP status, or ``None`` when the service could not be
-    reached (``code`` is then ``unreachable``).
-    """
-
-    def __init__(
-        self,
-        status: int | None,
-        code: str,
-        message: str,
-        problems: Sequence[str] = (),
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.problems = list(problems)
-
-    def __str__(self) -> str:
-        head = f"{self.status} {self.code}" if self.status else self.code
-        return " ".join(f"{head}: {self.message}".split())  # always one line
-
-    def __repr__(self) -> str:
-        return (
-            f"ApiError({self.status!r}, {self.code!r}, {self.message!r}, "
-            f"{self.problems!r})"
-        )
-
-    @property
-    def is_client_error(self) -> bool:
-        """A 4xx: the request must change before it can succeed."""
-        return self.status is not None and 400 <= self.status < 500
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> ApiError:
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("message"), str):
-            problems = body.get("problems")
-            return cls(
-                response.status_code,
-                str(body.get("code") or "error"),
-                body["message"],
-                [str(p) for p in problems] if isinstance(problems, list) else [],
-            )
-        text = response.text[:300] or response.reason_phrase
-        return cls(response.status_code, f"http_{response.status_code}", text)
-
-
-class Client:
+class Client(Http):
     """The bottlelens REST API. ``url`` and ``api_key`` default to the environment
     variables ``BOTTLELENS_URL`` (else ``http://127.0.0.1:8000``) and
     ``BOTTLELENS_API_KEY``; ``transport`` replaces httpx's network transport (tests
     pass an in-process one); ``sleep`` is what waits between retries."""
-
-    def __init__(
-        self,
-        url: str | None = None,
-        api_key: str | None = None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        retries: int = DEFAULT_RETRIES,
-        max_wait_s: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        url = url or os.environ.get(URL_ENV) or DEFAULT_URL
-        api_key = api_key or os.environ.get(KEY_ENV)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.url = url.rstrip("/")
-        self.retries, self.max_wait_s, self._sleep = retries, max_wait_s, sleep
-        self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
-        )
-
-    def close(self) -> None:
-        self._http.close()
 
     def __enter__(self) -> Client:
         return self
@@ -176,20 +130,24 @@ class Client:
         }
         with Path(path).open("rb") as f:
             return self._model(
-                ModelPublic, "POST", "/v1/models", files=_file(path, f), data=fields
+                ModelPublic,
+                "POST",
+                "/v1/models",
+                files=file_field(path, f),
+                data=fields,
             )
 
     def list_models(self, *, limit: int = 50, offset: int = 0) -> ModelsPublic:
         """``GET /v1/models``: newest first, with the total count."""
-        params = {"limit": limit, "offset": offset}
-        return self._model(ModelsPublic, "GET", "/v1/models", params=params)
+        query = {"limit": limit, "offset": offset}
+        return self._model(ModelsPublic, "GET", "/v1/models", params=query)
 
     def get_model(self, model_id: str) -> ModelPublic:
-        return self._model(ModelPublic, "GET", f"/v1/models/{_seg(model_id)}")
+        return self._model(ModelPublic, "GET", f"/v1/models/{seg(model_id)}")
 
     def delete_model(self, model_id: str) -> None:
         """``DELETE /v1/models/{id}`` (admin scope)."""
-        self._call("DELETE", f"/v1/models/{_seg(model_id)}")
+        self._send("DELETE", f"/v1/models/{seg(model_id)}")
 
     def create_dataset(
         self, path: str | Path | None = None, *, spec: str | None = None
@@ -204,19 +162,19 @@ class Client:
         assert path is not None
         with Path(path).open("rb") as f:
             return self._model(
-                DatasetPublic, "POST", "/v1/datasets", files=_file(path, f)
+                DatasetPublic, "POST", "/v1/datasets", files=file_field(path, f)
             )
 
     def list_datasets(self, *, limit: int = 50, offset: int = 0) -> DatasetsPublic:
-        params = {"limit": limit, "offset": offset}
-        return self._model(DatasetsPublic, "GET", "/v1/datasets", params=params)
+        query = {"limit": limit, "offset": offset}
+        return self._model(DatasetsPublic, "GET", "/v1/datasets", params=query)
 
     def get_dataset(self, dataset_id: str) -> DatasetPublic:
-        return self._model(DatasetPublic, "GET", f"/v1/datasets/{_seg(dataset_id)}")
+        return self._model(DatasetPublic, "GET", f"/v1/datasets/{seg(dataset_id)}")
 
     def delete_dataset(self, dataset_id: str) -> None:
         """``DELETE /v1/datasets/{id}`` (admin scope)."""
-        self._call("DELETE", f"/v1/datasets/{_seg(dataset_id)}")
+        self._send("DELETE", f"/v1/datasets/{seg(dataset_id)}")
 
     # --- analyses -----------------------------------------------------------
 
@@ -240,21 +198,21 @@ class Client:
         offset: int = 0,
     ) -> AnalysesPublic:
         """``GET /v1/analyses``: newest first, filtered, with the total count."""
-        params = _params(
+        query = params(
             model_id=model_id,
             dataset_id=dataset_id,
             status=status,
             limit=limit,
             offset=offset,
         )
-        return self._model(AnalysesPublic, "GET", "/v1/analyses", params=params)
+        return self._model(AnalysesPublic, "GET", "/v1/analyses", params=query)
 
     def get_analysis(self, analysis_id: str) -> AnalysisPublic:
-        return self._model(AnalysisPublic, "GET", f"/v1/analyses/{_seg(analysis_id)}")
+        return self._model(AnalysisPublic, "GET", f"/v1/analyses/{seg(analysis_id)}")
 
     def cancel_analysis(self, analysis_id: str) -> AnalysisPublic:
         """``POST /v1/analyses/{id}/cancel``: 409 once it has finished."""
-        path = f"/v1/analyses/{_seg(analysis_id)}/cancel"
+        path = f"/v1/analyses/{seg(analysis_id)}/cancel"
         return self._model(AnalysisPublic, "POST", path)
 
     def wait(
@@ -275,7 +233,7 @@ class Client:
 
     def results(self, analysis_id: str) -> dict[str, Any]:
         """``GET /v1/analyses/{id}/results``: the result document."""
-        body: dict[str, Any] = self._call("GET", self._results(analysis_id)).json()
+        body: dict[str, Any] = self._send("GET", self._results(analysis_id)).json()
         return body
 
     def download_results(self, analysis_id: str, out: IO[bytes]) -> int:
@@ -283,127 +241,182 @@ class Client:
         return self._download(self._results(analysis_id), out)
 
     def layers(self, analysis_id: str) -> LayersPublic:
-        path = f"/v1/analyses/{_seg(analysis_id)}/layers"
+        path = f"/v1/analyses/{seg(analysis_id)}/layers"
         return self._model(LayersPublic, "GET", path)
 
     def bottlenecks(self, analysis_id: str) -> BottlenecksPublic:
-        path = f"/v1/analyses/{_seg(analysis_id)}/bottlenecks"
+        path = f"/v1/analyses/{seg(analysis_id)}/bottlenecks"
         return self._model(BottlenecksPublic, "GET", path)
 
     def download_artifact(self, analysis_id: str, name: str, out: IO[bytes]) -> int:
         """Stream one attribution map (``.png``/``.npy``) into ``out``; its size."""
-        path = f"/v1/analyses/{_seg(analysis_id)}/artifacts/{_seg(name)}"
+        path = f"/v1/analyses/{seg(analysis_id)}/artifacts/{seg(name)}"
         return self._download(path, out)
 
-    # --- plumbing -----------------------------------------------------------
+    def download_report(self, analysis_id: str, out: IO[bytes]) -> int:
+        """Stream the analysis's HTML report into ``out``; its size."""
+        return self._download(f"/v1/analyses/{seg(analysis_id)}/report", out)
 
     @staticmethod
     def _results(analysis_id: str) -> str:
-        return f"/v1/analyses/{_seg(analysis_id)}/results"
+        return f"/v1/analyses/{seg(analysis_id)}/results"
 
-    def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
-        return model.model_validate_json(self._call(method, path, **kwargs).content)
+    # --- series and compare ---------------------------------------------------
 
-    def _download(self, path: str, out: IO[bytes], **kwargs: Any) -> int:
-        size = 0
-        with self._stream("GET", path, **kwargs) as response:
-            for chunk in response.iter_bytes(_CHUNK):
-                out.write(chunk)
-                size += len(chunk)
-        return size
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._send(method, path, stream=False, **kwargs)
-        return response
-
-    def _stream(self, method: str, path: str, **kwargs: Any) -> _Streamed:
-        return _Streamed(self._send(method, path, stream=True, **kwargs))
-
-    def _send(
+    def create_series(
         self,
-        method: str,
-        path: str,
+        name: str,
+        architecture: str,
+        architecture_config: Mapping[str, Any] | None = None,
+    ) -> SeriesPublic:
+        """``POST /v1/series``: checkpoints of one architecture and config."""
+        body = {
+            "name": name,
+            "architecture": architecture,
+            "architecture_config": dict(architecture_config or {}),
+        }
+        return self._model(SeriesPublic, "POST", "/v1/series", json=body)
+
+    def list_series(self, *, limit: int = 50, offset: int = 0) -> SeriesListPublic:
+        query = {"limit": limit, "offset": offset}
+        return self._model(SeriesListPublic, "GET", "/v1/series", params=query)
+
+    def get_series(self, series_id: str) -> SeriesPublic:
+        return self._model(SeriesPublic, "GET", f"/v1/series/{seg(series_id)}")
+
+    def delete_series(self, series_id: str) -> None:
+        """``DELETE /v1/series/{id}`` (admin scope; the checkpoints stay)."""
+        self._send("DELETE", f"/v1/series/{seg(series_id)}")
+
+    def upload_checkpoint(
+        self,
+        series_id: str,
+        path: str | Path,
+        step: int,
         *,
-        stream: bool,
-        wait_busy: bool = True,
-        **kwargs: Any,
-    ) -> httpx.Response:
-        """One request with the bounded retries; an error answer raises."""
-        attempt = 0
-        while True:
-            request = self._http.build_request(method, path, **kwargs)
-            try:
-                response = self._http.send(request, stream=stream)
-            except httpx.TransportError as exc:
-                if attempt < self.retries and _may_resend(method, exc):
-                    attempt += 1
-                    self._sleep(min(0.5 * 2 ** (attempt - 1), self.max_wait_s))
-                    continue
-                reason = str(exc) or type(exc).__name__
-                raise ApiError(
-                    None, "unreachable", f"{method} {request.url}: {reason}"
-                ) from exc
-            busy = wait_busy and response.status_code == 503
-            wait = _retry_after(response) if busy else None
-            if wait is not None and attempt < self.retries:
-                response.close()
-                attempt += 1
-                self._sleep(min(wait, self.max_wait_s))
-                continue
-            if response.is_error:
-                response.read()
-                response.close()
-                raise ApiError.from_response(response)
-            return response
+        epoch: int | None = None,
+        tag: float | None = None,
+    ) -> CheckpointPublic:
+        """``POST /v1/series/{id}/checkpoints``: stream weights in at ``step``."""
+        fields = {k: str(v) for k, v in params(step=step, epoch=epoch, tag=tag).items()}
+        url = f"/v1/series/{seg(series_id)}/checkpoints"
+        with Path(path).open("rb") as f:
+            return self._model(
+                CheckpointPublic, "POST", url, files=file_field(path, f), data=fields
+            )
+
+    def list_checkpoints(
+        self, series_id: str, *, order: Order = "step"
+    ) -> CheckpointsPublic:
+        path = f"/v1/series/{seg(series_id)}/checkpoints"
+        return self._model(CheckpointsPublic, "GET", path, params={"order": order})
+
+    def analyse_series(
+        self,
+        series_id: str,
+        dataset_id: str,
+        config: Mapping[str, Any] | None = None,
+    ) -> SeriesAnalysesPublic:
+        """``POST /v1/series/{id}/analyses``: one analysis per checkpoint; those
+        already run with this dataset and config are reused (``reused``)."""
+        body = {"dataset_id": dataset_id, "config": dict(config or {})}
+        path = f"/v1/series/{seg(series_id)}/analyses"
+        return self._model(SeriesAnalysesPublic, "POST", path, json=body)
+
+    def trajectory(
+        self,
+        series_id: str,
+        *,
+        metric: str,
+        estimator: str,
+        dataset_id: str,
+        order: Order = "step",
+    ) -> TrajectoryPublic:
+        """``GET /v1/series/{id}/trajectory``: each layer's metric over the
+        checkpoints, and each layer's path in the information plane."""
+        query = {
+            "metric": metric,
+            "estimator": estimator,
+            "dataset_id": dataset_id,
+            "order": order,
+        }
+        path = f"/v1/series/{seg(series_id)}/trajectory"
+        return self._model(TrajectoryPublic, "GET", path, params=query)
+
+    def compare(self, a: str, b: str) -> ComparisonPublic:
+        """``GET /v1/compare``: per layer and metric, b - a; 422 names a mismatch."""
+        query = {"a": a, "b": b}
+        return self._model(ComparisonPublic, "GET", "/v1/compare", params=query)
+
+    # --- the reporting export -------------------------------------------------
+
+    def export(
+        self,
+        *,
+        since: str = "0",
+        format: ExportFormat = "csv",
+        limit: int | None = None,
+    ) -> Export:
+        """``GET /v1/exports/metrics``: one page of rows after the cursor ``since``
+        (``"0"``: from the start). Iterate it for the rows; its ``next_cursor`` is
+        the ``since`` of the next page (equal to ``since`` when nothing was new).
+
+        >>> with api.export(since=cursor) as page:  # doctest: +SKIP
+        ...     rows = list(page)
+        ...     cursor = page.next_cursor
+        """
+        query = params(since=since, format=format, limit=limit)
+        response = self._send("GET", "/v1/exports/metrics", stream=True, params=query)
+        return Export(response, format)
+
+    # --- audits ---------------------------------------------------------------
+
+    def create_audit(self, audit: AuditCreate | Mapping[str, Any]) -> AuditPublic:
+        """``POST /v1/audits``: model (or a series' latest checkpoint), dataset,
+        config, schedule, baseline, rules and an optional webhook."""
+        if isinstance(audit, AuditCreate):
+            body = audit.model_dump(mode="json", exclude_none=True)
+        else:
+            body = dict(audit)
+        return self._model(AuditPublic, "POST", "/v1/audits", json=body)
+
+    def list_audits(self, *, limit: int = 50, offset: int = 0) -> AuditsPublic:
+        query = {"limit": limit, "offset": offset}
+        return self._model(AuditsPublic, "GET", "/v1/audits", params=query)
+
+    def get_audit(self, audit_id: str) -> AuditPublic:
+        return self._model(AuditPublic, "GET", f"/v1/audits/{seg(audit_id)}")
+
+    def delete_audit(self, audit_id: str) -> None:
+        """``DELETE /v1/audits/{id}`` with its runs and alerts (admin scope)."""
+        self._send("DELETE", f"/v1/audits/{seg(audit_id)}")
+
+    def pause_audit(self, audit_id: str) -> AuditPublic:
+        path = f"/v1/audits/{seg(audit_id)}/pause"
+        return self._model(AuditPublic, "POST", path)
+
+    def resume_audit(self, audit_id: str) -> AuditPublic:
+        path = f"/v1/audits/{seg(audit_id)}/resume"
+        return self._model(AuditPublic, "POST", path)
+
+    def audit_runs(
+        self, audit_id: str, *, since: datetime | None = None, limit: int = 50
+    ) -> AuditRunsPublic:
+        """``GET /v1/audits/{id}/runs``: oldest first, scheduled after ``since``."""
+        query = params(since=_instant(since), limit=limit)
+        path = f"/v1/audits/{seg(audit_id)}/runs"
+        return self._model(AuditRunsPublic, "GET", path, params=query)
+
+    def audit_alerts(
+        self, audit_id: str, *, since: datetime | None = None, limit: int = 50
+    ) -> AlertsPublic:
+        """``GET /v1/audits/{id}/alerts``: runs that alerted, with deliveries."""
+        query = params(since=_instant(since), limit=limit)
+        path = f"/v1/audits/{seg(audit_id)}/alerts"
+        return self._model(AlertsPublic, "GET", path, params=query)
 
 
-class _Streamed:
-    """A streamed response that is closed on leaving ``with``."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-
-    def __enter__(self) -> httpx.Response:
-        return self.response
-
-    def __exit__(self, *exc: object) -> None:
-        self.response.close()
-
-
-def _may_resend(method: str, exc: httpx.TransportError) -> bool:
-    # A request that never left can always be sent again; one that may have
-    # reached the server only when sending it twice does no harm.
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) or (
-        method in _IDEMPOTENT
-    )
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Seconds from ``Retry-After`` (a number or an HTTP date); None without one."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _seg(value: str) -> str:
-    """One path segment: ``/``, ``?``, ``#`` escaped, so a value cannot leave it."""
-    return urllib.parse.quote(value, safe="")
-
-
-def _params(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _file(path: str | Path, f: IO[bytes]) -> dict[str, Any]:
-    return {"file": (Path(path).name, f, "application/octet-stream")}
+def _instant(when: datetime | None) -> str | None:
+    if when is not None and when.tzinfo is None:
+        raise ValueError("since needs a time zone, e.g. datetime.now(UTC)")
+    return None if when is None else when.isoformat()
