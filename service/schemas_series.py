@@ -228,6 +228,10 @@ class MetricChange(BaseModel):
     layer: str
     metric: str
     estimator: str
+    occurrence: int = Field(
+        description="Which row of this metric and estimator in the layer, from 0: "
+        "a family may report several (attribution shares at several fractions)."
+    )
     a: float | None
     b: float | None
     difference: float | None = Field(description="b - a")

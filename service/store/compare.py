@@ -12,7 +12,8 @@ from service.models import AnalysisRow, BottleneckRow, LayerRow, MetricRow
 from service.schemas_series import ComparisonPublic, MetricChange
 from service.store._common import _finished
 
-Values = dict[tuple[str, str, str], tuple[float | None, float | None, float | None]]
+Key = tuple[str, str, str, int]  # layer, metric, estimator, occurrence
+Values = dict[Key, tuple[float | None, float | None, float | None]]
 
 
 def _architecture(row: AnalysisRow) -> tuple[str | None, Any]:
@@ -45,7 +46,8 @@ def _values(session: Session, analysis_id: str) -> Values:
         .where(MetricRow.analysis_id == analysis_id)
         .order_by(LayerRow.position, MetricRow.position)
     ):
-        values.setdefault((name, metric, estimator), (value, low, high))
+        occurrence = sum(1 for k in values if k[:3] == (name, metric, estimator))
+        values[(name, metric, estimator, occurrence)] = (value, low, high)
     return values
 
 
@@ -81,7 +83,7 @@ def _mismatch(a: AnalysisRow, b: AnalysisRow, la: list[str], lb: list[str]) -> N
 
 
 def _change(
-    key: tuple[str, str, str],
+    key: Key,
     a: tuple[float | None, float | None, float | None],
     b: tuple[float | None, float | None, float | None],
 ) -> MetricChange:
@@ -95,6 +97,7 @@ def _change(
         layer=key[0],
         metric=key[1],
         estimator=key[2],
+        occurrence=key[3],
         a=va,
         b=vb,
         difference=difference,

@@ -333,7 +333,9 @@ def trajectory(
     for cp, model in checkpoints:
         chosen = _chosen(analysed.get(model.id, []), rows)
         for (m, e), analysis_id in chosen.items():
-            for layer, index, value, ci_low, ci_high in rows[analysis_id][(m, e)]:
+            for layer, index, value, ci_low, ci_high in _first(
+                rows[analysis_id][(m, e)]
+            ):
                 place: dict[str, Any] = dict(
                     model_id=model.id, step=cp.step, epoch=cp.epoch, tag=cp.tag
                 )
@@ -447,3 +449,11 @@ def _chosen(analyses: list[str], rows: MetricRows) -> dict[tuple[str, str], str]
         for key in rows.get(analysis_id, {}):
             chosen.setdefault(key, analysis_id)
     return chosen
+
+
+def _first(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The first row of each layer (a family may report several of one pair)."""
+    first: dict[str, tuple[Any, ...]] = {}
+    for row in rows:
+        first.setdefault(row[0], row)
+    return list(first.values())
