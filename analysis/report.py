@@ -11,6 +11,8 @@ from typing import Any
 
 from rich.table import Table
 
+from contract.necks import NOT_APPLICABLE, QUESTIONS
+
 ID_METRIC = "intrinsic_dimension"
 
 
@@ -93,7 +95,8 @@ def result_tables(
         shown.append(bottleneck_table(result))
     else:
         shown.append("no bottleneck found (no layer narrows by the factor and widens)")
-    for table in (information_table(result), attribution_table(result)):
+    tables = (information_table(result), attribution_table(result), necks_table(result))
+    for table in tables:
         if table is not None:
             shown.append(table)
     if any(low_samples(m) for layer in result["layers"] for m in layer["metrics"]):
@@ -353,3 +356,37 @@ def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | N
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def necks_table(result: dict[str, Any]) -> Table | None:
+    """One row per bottleneck with the seven answers of the ``necks`` section:
+    value [interval] and verdict, or ``not applicable`` and the reason."""
+    necks = (result.get("necks") or {}).get("necks") or []
+    if not necks:
+        return None
+    table = Table(title="what each bottleneck does", header_style="bold")
+    table.add_column("neck")
+    table.add_column("entering -> leaving")
+    for question in QUESTIONS:
+        table.add_column(question.replace("_", " "))
+    for neck in necks:
+        answers = neck.get("answers") or {}
+        table.add_row(
+            neck["layer"],
+            f"{neck.get('entering') or '?'} -> {neck.get('leaving') or '?'}",
+            *(answer_cell(answers.get(q)) for q in QUESTIONS),
+        )
+    return table
+
+
+def answer_cell(answer: dict[str, Any] | None) -> str:
+    """``"twonn -3.1 [-4.2, -2.0] compresses"``; ``"n/a: <reason>"``."""
+    if answer is None:
+        return "-"
+    if answer.get("verdict") == NOT_APPLICABLE and answer.get("value") is None:
+        reason = answer.get("reason") or NOT_APPLICABLE
+        return f"n/a: {reason if len(reason) <= 40 else reason[:39] + '…'}"
+    text = f"{answer.get('estimator') or answer.get('metric') or ''} " + (
+        format_estimate(answer) if answer.get("value") is not None else "-"
+    )
+    return f"{text.strip()} {answer['verdict']}"

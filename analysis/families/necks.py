@@ -125,11 +125,7 @@ def _change(a: Any, b: Any, metric: str, estimator: str, question: str) -> Answe
     ra, rb = _row(a, metric, estimator), _row(b, metric, estimator)
     sources = [_source(x, metric, estimator) for x in (a, b)]
     if ra is None or rb is None or ra.value is None or rb.value is None:
-        why = next(
-            (r.reason for r in (ra, rb) if r is not None and r.reason),
-            "a side has no value",
-        )
-        return _na(question, why, sources=sources, **fields)
+        return _na(question, _why(ra, rb), sources=sources, **fields)
     value = rb.value - ra.value
     bounds = (ra.ci_low, ra.ci_high, rb.ci_low, rb.ci_high)
     if any(x is None for x in bounds):
@@ -154,6 +150,13 @@ def _change(a: Any, b: Any, metric: str, estimator: str, question: str) -> Answe
     )
 
 
+def _why(*rows: Any) -> str:
+    """Why a pair of rows gives no answer: the first row's own reason."""
+    if any(r is None for r in rows):
+        return "a side has no such row"
+    return next((r.reason for r in rows if r.reason), "a side has no value")
+
+
 def _kept(entering: Any, neck: Any, metric: str, estimator: str) -> Answer:
     """The fraction ``neck / entering`` of a task metric, with its interval."""
     step = f"{'?' if entering is None else entering.name}->{neck.name}"
@@ -163,7 +166,8 @@ def _kept(entering: Any, neck: Any, metric: str, estimator: str) -> Answer:
     re_, rn = _row(entering, metric, estimator), _row(neck, metric, estimator)
     sources = [_source(x, metric, estimator) for x in (entering, neck)]
     if re_ is None or rn is None or re_.value is None or rn.value is None:
-        return _na("keeps_task", "a side has no value", sources=sources, **fields)
+        why = _why(re_, rn)
+        return _na("keeps_task", why, sources=sources, **fields)
     if not re_.value > 0:
         why = "the layer entering the neck holds none of it (value <= 0)"
         return _na("keeps_task", why, sources=sources, **fields)
@@ -192,12 +196,14 @@ def _kept(entering: Any, neck: Any, metric: str, estimator: str) -> Answer:
 def _first(
     answers: Sequence[Answer], question: str, ctx: Context, families: Sequence[str]
 ) -> Answer:
-    """The headline: the first answer, rows being in the config's order (the
-    first estimator of the first family, entering->neck first)."""
+    """The headline: the first answer with a value, rows being in the config's
+    order (the first estimator of the first family, entering->neck first); the
+    first answer when none has one."""
     if not any(f in ctx.config.metrics for f in families):
         return _na(question, f"{' and '.join(families)} did not run")
-    if answers:
-        return answers[0]
+    valued = [a for a in answers if a.value is not None]
+    if valued or answers:
+        return (valued or list(answers))[0]
     return _na(question, "no row of the neck for this question")
 
 
