@@ -240,4 +240,27 @@ FAMILIES.update(
 )
 
 
+class LatentSection(Section):
+    """``threshold``: variance over the data of a posterior-mean coordinate above
+    which the unit is active (Burda et al. 2016); ``span``: traversals move one
+    coordinate over +-``span`` standard deviations in ``steps`` steps; ``dims``:
+    the most active coordinates traversed."""
+
+    threshold: float = Field(default=0.01, gt=0)
+    span: float = Field(default=3.0, gt=0, le=10)
+    steps: Int = Field(default=7, ge=3, le=25)
+    dims: Int = Field(default=16, ge=1, le=64)
+
+
+FAMILIES["latent"] = FamilySpec(
+    "latent",
+    LatentSection,
+    "at every autoencoder or VAE latent: KL per coordinate, active units, the "
+    "aggregate posterior against N(0, I), saved traversals",
+    needs_artifacts=True,
+    min_samples=10,
+    metrics=("latent_kl", "latent_active_units", "latent_prior_kl"),
+    section="latent",
+)
+
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)

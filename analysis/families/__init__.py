@@ -122,6 +122,7 @@ from analysis.families import (  # noqa: E402, F401
     attribution,
     cka,
     id,
+    latent,
     mi,
     necks,
     probe,
