@@ -89,18 +89,27 @@ def result_tables(
     result: dict[str, Any], title: str | None = None
 ) -> list[Table | str]:
     """What a console shows of a result, in reading order: the per-layer table, the
-    bottlenecks (or a line saying there are none), information and attribution."""
-    shown: list[Table | str] = [layer_table(result, title=title)]
+    bottlenecks (or a line saying there are none), information and attribution,
+    then the numbered notes (reasons and flags) and the warnings. The tables fold
+    to the console's width (80 columns included): ``analysis.reporting.console``.
+    """
+    from analysis.reporting import console as fit
+
+    notes = fit.Notes()
+    shown: list[Table | str] = [fit.layer_table(result, notes, title)]
     if result["bottlenecks"]:
         shown.append(bottleneck_table(result))
     else:
         shown.append("no bottleneck found (no layer narrows by the factor and widens)")
-    tables = (information_table(result), attribution_table(result), necks_table(result))
+    tables = (
+        fit.information_table(result, notes),
+        fit.attribution_table(result, notes),
+        necks_table(result),
+    )
     for table in tables:
         if table is not None:
             shown.append(table)
-    if any(low_samples(m) for layer in result["layers"] for m in layer["metrics"]):
-        shown.append(LOW_SAMPLES_NOTE)
+    shown += notes.lines()
     for warning in result.get("warnings") or []:
         shown.append(f"warning: {warning}")
     return shown

@@ -13,6 +13,7 @@ from typing import Any
 
 from analysis.reporting import figures as fg
 from analysis.reporting.maps import artifact, attribution_figure, map_columns
+from contract.necks import NOT_APPLICABLE, QUESTIONS
 from contract.result import FLAGS
 
 _CSS = """
@@ -287,15 +288,39 @@ def _misses(entry: dict[str, Any]) -> int | None:
     return sum(a != b for a, b in zip(labels, predicted, strict=False))
 
 
-def _necks(result: dict[str, Any]) -> str:
-    """The per-bottleneck answers, whatever their fields: one row per neck."""
-    necks = result.get("necks") or []
-    if isinstance(necks, dict):
-        necks = list(necks.values())
-    necks = [n for n in necks if isinstance(n, dict)]
-    head = list(dict.fromkeys(k for n in necks for k in n))
-    body = [[escape(_text(n.get(k, ""))) for k in head] for n in necks]
-    return _table(head, body)
+def _necks(result: dict[str, Any], notes: _Notes) -> str:
+    """The seven answers per bottleneck (``necks`` section): a row per neck, a
+    column per question; not applicable answers point to their reason."""
+    necks = (result.get("necks") or {}).get("necks") or []
+    head = ["neck", "entering → leaving", *(q.replace("_", " ") for q in QUESTIONS)]
+    body = []
+    for neck in necks:
+        answers = neck.get("answers") or {}
+        cells = []
+        for q in QUESTIONS:
+            a = answers.get(q)
+            if a is None:
+                cells.append("")
+            elif a.get("value") is None:
+                cells.append(
+                    escape(a.get("verdict") or NOT_APPLICABLE)
+                    + notes.ref(a.get("reason") or NOT_APPLICABLE)
+                )
+            else:
+                who = escape(a.get("estimator") or a.get("metric") or "")
+                cells.append(f"{who} {_cell(a, notes)}<br>{escape(a['verdict'])}")
+        body.append(
+            [
+                escape(neck["layer"]),
+                escape(f"{neck.get('entering') or '?'} → {neck.get('leaving') or '?'}"),
+                *cells,
+            ]
+        )
+    questions = "".join(
+        f"<li><b>{escape(q.replace('_', ' '))}</b>: {escape(t)}</li>"
+        for q, t in QUESTIONS.items()
+    )
+    return _table(head, body) + f'<ul class="note">{questions}</ul>'
 
 
 def render_html(result: dict[str, Any], artifacts_dir: str | Path | None = None) -> str:
@@ -396,7 +421,7 @@ def render_html(result: dict[str, Any], artifacts_dir: str | Path | None = None)
             )
         )
     if result.get("necks"):
-        sections.append(("necks", "Per-bottleneck answers", _necks(result)))
+        sections.append(("necks", "What each bottleneck does", _necks(result, notes)))
     warnings = result.get("warnings") or []
     items = "".join(f"<li>{escape(w)}</li>" for w in warnings) or "<li>none</li>"
     sections.append(("warnings", "Warnings", f"<ul>{items}</ul>"))
