@@ -213,7 +213,7 @@ def results_get(
     with _api() as api, _writer(out) as f:
         size = api.download_results(analysis_id, f)
     if out is not None:
-        err_console.print(f"{out}: {size} bytes", highlight=False)
+        err_console.print(f"{out}: {size} bytes", highlight=False, soft_wrap=True)
 
 
 # --- series ----------------------------------------------------------------------
@@ -557,4 +557,6 @@ def export(
         page = api.export(since=since, format=format, limit=limit)
         with page, _writer(out) as f:
             page.save(f)
-    err_console.print(f"next cursor: {page.next_cursor}", highlight=False)
+    err_console.print(
+        f"next cursor: {page.next_cursor}", highlight=False, soft_wrap=True
+    )
