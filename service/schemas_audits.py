@@ -34,7 +34,7 @@ class ScheduleSpec(_Strict):
     """Exactly one of a 5-field cron expression in UTC and an interval in seconds
     (counted from the audit's creation; at least BOTTLELENS_AUDIT_MIN_INTERVAL_S)."""
 
-    cron: str | None = Field(default=None, min_length=9, max_length=100)
+    cron: str | None = Field(default=None, min_length=1, max_length=100)
     interval_s: int | None = Field(default=None, ge=1, le=366 * 86400)
 
     @model_validator(mode="after")

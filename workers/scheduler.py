@@ -22,9 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy import Engine
+
 from contract.tasks import RUN_ANALYSIS, SCHEDULER_TICK
 from service import store, webhooks
-from service.db import session_scope
+from service.db import get_engine, session_scope
 from service.models import utcnow
 from service.settings import Settings, get_settings
 from workers.celery_app import app
@@ -58,16 +60,17 @@ def tick(
 ) -> TickReport:
     """One pass of the scheduler at ``now`` (default: the clock)."""
     settings = settings or get_settings()
+    engine = get_engine(settings.database_url)
     now = now or utcnow()
     report = TickReport()
-    with session_scope() as session:
+    with session_scope(engine) as session:
         report.inserted = store.claim_due_audit_runs(
             session, now=now, max_runs_per_day=settings.max_audit_runs_per_day
         )
-    with session_scope() as session:
+    with session_scope(engine) as session:
         pending = store.pending_audit_runs(session)
     for run_id in pending:
-        with session_scope() as session:
+        with session_scope(engine) as session:
             started = store.start_audit_run(session, run_id, settings=settings, now=now)
         if started is None:
             continue
@@ -76,21 +79,24 @@ def tick(
             send(started.analysis_id, started.queue)
         except Exception as exc:  # the reconciler sends a queued analysis again
             log.warning("audit run %s: could not enqueue: %s", run_id, exc)
-    report.finished = finish_runs(now)
+    report.finished = finish_runs(now, engine=engine)
     report.delivered = deliver(now, settings=settings, post=post)
     return report
 
 
 def finish_runs(
-    now: datetime | None = None, analysis_id: str | None = None
+    now: datetime | None = None,
+    analysis_id: str | None = None,
+    *,
+    engine: Engine | None = None,
 ) -> dict[str, str]:
     """End the runs whose analysis ended (only ``analysis_id``'s when given)."""
     now = now or utcnow()
-    with session_scope() as session:
+    with session_scope(engine) as session:
         todo = store.audit_runs_to_finish(session, analysis_id=analysis_id)
     ended: dict[str, str] = {}
     for run_id in todo:
-        with session_scope() as session:
+        with session_scope(engine) as session:
             status = store.finish_audit_run(session, run_id, now=now)
         if status is not None:
             ended[run_id] = status
@@ -101,9 +107,10 @@ def deliver(
     now: datetime, *, settings: Settings, post: Post = webhooks.post
 ) -> dict[str, str]:
     """Send the deliveries due at ``now``; run id -> the delivery's new status."""
+    engine = get_engine(settings.database_url)
     secret = settings.webhook_secret
     lease_s = 2 * settings.webhook_timeout_s + 1
-    with session_scope() as session:
+    with session_scope(engine) as session:
         jobs = store.due_webhook_deliveries(session, now=now, lease_s=lease_s)
     done: dict[str, str] = {}
     for job in jobs:
@@ -127,7 +134,7 @@ def deliver(
             refused, error = True, exc.message
         except Exception as exc:  # unreachable, timed out, TLS: retried later
             error = f"{type(exc).__name__}: {exc}"[:500]
-        with session_scope() as session:
+        with session_scope(engine) as session:
             status = store.record_webhook_delivery(
                 session,
                 job.run_id,

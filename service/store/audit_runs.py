@@ -65,7 +65,8 @@ def _insert_run(session: Session, values: dict[str, Any]) -> bool:
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = insert(AuditRunRow).values(**values).on_conflict_do_nothing()
-    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: the drivers do not agree on a skipped row's count.
+    return session.execute(stmt.returning(AuditRunRow.id)).first() is not None
 
 
 def claim_due_audit_runs(
