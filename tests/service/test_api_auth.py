@@ -28,14 +28,30 @@ ROUTES = [
     ("GET", "/v1/analyses/{analysis}/results", "read"),
     ("GET", "/v1/analyses/{analysis}/layers", "read"),
     ("GET", "/v1/analyses/{analysis}/bottlenecks", "read"),
+    ("GET", "/v1/analyses/{analysis}/necks", "read"),
     ("GET", "/v1/analyses/{analysis}/artifacts/fc2.png", "read"),
     ("GET", "/v1/analyses/{analysis}/report", "read"),
     ("POST", "/v1/analyses/{analysis}/cancel", "submit"),
+    ("POST", "/v1/series", "submit"),
+    ("GET", "/v1/series", "read"),
+    ("GET", "/v1/series/{series}", "read"),
+    ("DELETE", "/v1/series/{series}", "admin"),
+    ("POST", "/v1/series/{series}/checkpoints", "submit"),
+    ("GET", "/v1/series/{series}/checkpoints", "read"),
+    ("POST", "/v1/series/{series}/analyses", "submit"),
+    ("GET", "/v1/series/{series}/trajectory", "read"),
+    ("GET", "/v1/compare", "read"),
+    ("GET", "/v1/exports/metrics", "read"),
 ]
 ROUTE_IDS = [f"{m} {p}" for m, p, _ in ROUTES]
 # A key that lacks the scope a route needs.
 LACKING = {"read": "submit", "submit": "read", "admin": "read,submit"}
-MISSING = {"model": "0" * 32, "dataset": "1" * 32, "analysis": "2" * 32}
+MISSING = {
+    "model": "0" * 32,
+    "dataset": "1" * 32,
+    "analysis": "2" * 32,
+    "series": "3" * 32,
+}
 
 
 def _call(
@@ -54,7 +70,20 @@ def _call(
     if (method, template) == ("POST", "/v1/analyses"):
         body = {"model_id": ids["model"], "dataset_id": ids["dataset"], "config": {}}
         return client.post(path, headers=headers, json=body)
-    return client.request(method, path, headers=headers)
+    if (method, template) == ("POST", "/v1/series"):
+        body = {"name": "s", "architecture": "mlp"}
+        return client.post(path, headers=headers, json=body)
+    if template.endswith("/checkpoints") and method == "POST":
+        files = {"file": ("m.safetensors", safetensors_bytes())}
+        return client.post(path, headers=headers, data={"step": "1"}, files=files)
+    if template.endswith("/analyses") and method == "POST":
+        return client.post(path, headers=headers, json={"dataset_id": ids["dataset"]})
+    params: dict[str, str] = {}
+    if template.endswith("/trajectory"):
+        params = {"metric": "m", "estimator": "e", "dataset_id": ids["dataset"]}
+    if template == "/v1/compare":
+        params = {"a": ids["analysis"], "b": ids["analysis"]}
+    return client.request(method, path, headers=headers, params=params)
 
 
 def test_the_table_covers_every_route(client: TestClient) -> None:
@@ -71,6 +100,7 @@ def test_the_table_covers_every_route(client: TestClient) -> None:
             p.replace("{model}", "{model_id}")
             .replace("{dataset}", "{dataset_id}")
             .replace("{analysis}", "{analysis_id}")
+            .replace("{series}", "{series_id}")
             .replace("fc2.png", "{name}"),
         )
         for m, p, _ in ROUTES
@@ -137,7 +167,17 @@ def theirs(client: TestClient, engine: Engine, other_team: Team) -> dict[str, st
             "provenance": {},
         }
         assert store.save_results(s, analysis, "w1", minimal)
-    return {"model": model, "dataset": dataset, "analysis": analysis}
+    series = client.post(
+        "/v1/series",
+        headers=other_team.headers(),
+        json={"name": "theirs", "architecture": "mlp"},
+    ).json()["id"]
+    return {
+        "model": model,
+        "dataset": dataset,
+        "analysis": analysis,
+        "series": series,
+    }
 
 
 @pytest.mark.parametrize(("method", "template", "scope"), ROUTES, ids=ROUTE_IDS)
@@ -153,7 +193,11 @@ def test_another_teams_object_is_404_like_a_missing_one(
     admin = team.headers("admin")
     if "{" not in template:  # lists and creates: their objects are invisible
         r = _call(client, method, template, theirs, admin)
-        if method == "GET":
+        if template == "/v1/compare":
+            assert r.status_code == 404, r.text
+        elif template == "/v1/exports/metrics":
+            assert r.status_code == 200 and r.text.count("\n") == 1  # header only
+        elif method == "GET":
             assert r.status_code == 200 and r.json() == {"data": [], "count": 0}
             filtered = client.get(
                 f"{template}?model_id={theirs['model']}", headers=admin
@@ -168,7 +212,12 @@ def test_another_teams_object_is_404_like_a_missing_one(
     missing = _call(client, method, template, MISSING, admin)
     assert r.status_code == missing.status_code == 404, r.text
     assert r.json()["code"] == missing.json()["code"] == "not_found"
-    kind = template.split("/")[2].rstrip("s").replace("analyse", "analysis")
+    kind = (
+        template.split("/")[2]
+        .rstrip("s")
+        .replace("analyse", "analysis")
+        .replace("serie", "series")
+    )
     assert r.json()["message"] == missing.json()["message"].replace(
         MISSING[kind], theirs[kind]
     )
