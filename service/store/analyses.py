@@ -162,6 +162,15 @@ def get_results(session: Session, team_id: str, analysis_id: str) -> dict[str, A
     )
 
 
+def get_section(
+    session: Session, team_id: str, analysis_id: str, key: str
+) -> Any | None:
+    """One family's section of a succeeded analysis's result (``necks``), or None
+    when the result has none."""
+    row = _finished(session, team_id, analysis_id)
+    return (row.extras or {}).get(key)
+
+
 def get_layers(
     session: Session, team_id: str, analysis_id: str
 ) -> list[dict[str, Any]]:
