@@ -10,6 +10,7 @@ import fnmatch
 import hashlib
 import logging
 import platform
+import resource
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -125,7 +126,7 @@ def analyse(
     dev = resolve_device(cfg.device if device is None else device)
     model = model.to(dev)
     report = progress or (lambda stage, done, total: None)
-    timer = _Timer()
+    timer = _Timer(dev)
 
     indices = _sample_indices(len(x), cfg.samples, cfg.seed)
     xs = x[indices]  # (n, ...)
@@ -205,7 +206,7 @@ def analyse(
             "python": platform.python_version(),
             "started_at": started_at,
             "duration_s": round(time.perf_counter() - started, 3),
-            "timings_s": timer.seconds,
+            **timer.provenance(),
         },
     )
 
@@ -370,21 +371,53 @@ def _measure_layers(
     own rows there are ``null`` with the reason, and a warning names it.
     """
     report("metrics", 0, len(ctx.layer_infos))
+    measured: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
     for done, info in enumerate(ctx.layer_infos, start=1):
         acts = ctx.activations[info.name]  # (n, stored_width)
-        metrics: list[MetricValue] = []
-        for family in families:
-            with timer(family.name):
-                try:
-                    metrics += family.layer_rows(ctx, info, acts)
-                except fatal:
-                    raise
-                except Exception as exc:
-                    reason = _failure(exc)
-                    warnings.append(f"{family.name} failed on {info.name}: {reason}")
-                    metrics += family.void_rows(ctx, reason)
+        twin = _identical_to(acts, measured)
+        if twin is not None:
+            metrics = _copied_rows(ctx, twin)
+        else:
+            measured.setdefault(tuple(acts.shape), []).append((info.name, acts))
+            metrics = []
+            for family in families:
+                with timer(family.name, info.name):
+                    try:
+                        metrics += family.layer_rows(ctx, info, acts)
+                    except fatal:
+                        raise
+                    except Exception as exc:
+                        reason = _failure(exc)
+                        warnings.append(
+                            f"{family.name} failed on {info.name}: {reason}"
+                        )
+                        metrics += family.void_rows(ctx, reason)
         ctx.layers.append(_layer_result(info, info.name in neck_layers, metrics))
         report("metrics", done, len(ctx.layer_infos))
+
+
+def _identical_to(
+    acts: torch.Tensor, measured: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]]
+) -> str | None:
+    """The earlier layer whose stored activations equal ``acts`` exactly (an
+    identity, a dropout in eval, an in-place activation captured twice), if any."""
+    for name, other in measured.get(tuple(acts.shape), []):
+        if torch.equal(acts, other):
+            return name
+    return None
+
+
+def _copied_rows(ctx: Context, twin: str) -> list[MetricValue]:
+    """The rows of layer ``twin``, for a layer whose outputs equal its: measured
+    once, each copy flagged ``identical`` with ``params["identical_to"]``."""
+    source = next(layer for layer in ctx.layers if layer.name == twin)
+    rows = []
+    for row in source.metrics:
+        copy = row.model_copy(deep=True)
+        copy.params["identical_to"] = twin
+        copy.flags = [*copy.flags, "identical"]
+        rows.append(copy)
+    return rows
 
 
 def _sections(
@@ -440,19 +473,48 @@ def _failure(exc: Exception) -> str:
 
 
 class _Timer:
-    """Seconds spent per stage, summed over the calls of each."""
+    """Seconds spent per stage, summed over its calls, per layer within a family,
+    and the memory high-water mark at the end of each stage (the process's
+    resident set; on CUDA also the most the device held during the stage)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.seconds: dict[str, float] = {}
+        self.layers: dict[str, dict[str, float]] = {}
+        self.peaks_mb: dict[str, dict[str, float]] = {}
 
     @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
+    def __call__(self, stage: str, layer: str | None = None) -> Iterator[None]:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
             spent = time.perf_counter() - start
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + spent, 4)
+            if layer is not None:
+                per = self.layers.setdefault(stage, {})
+                per[layer] = round(per.get(layer, 0.0) + spent, 4)
+            peak = self.peaks_mb.setdefault(stage, {})
+            peak["rss"] = _rss_high_water_mb()
+            if cuda:
+                used = torch.cuda.max_memory_allocated(self.device) / 2**20
+                peak["cuda"] = round(max(peak.get("cuda", 0.0), used), 1)
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "timings_s": self.seconds,
+            "layer_timings_s": self.layers,
+            "memory_peaks_mb": self.peaks_mb,
+        }
+
+
+def _rss_high_water_mb() -> float:
+    """The process's peak resident set so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (2**20 if platform.system() == "Darwin" else 2**10), 1)
 
 
 def _layer_result(

@@ -28,6 +28,8 @@ FLAGS: dict[str, str] = {
     "not_converged": "a probe's solver stopped at its iteration cap",
     "cv_reduced": "a probe ran with fewer folds than asked (a rare class)",
     "clipped": "the value or interval was clipped to the quantity's range",
+    "identical": "the layer's outputs equal an earlier layer's (params.identical_to):"
+    " its rows were measured once, there",
 }
 
 

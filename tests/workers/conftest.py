@@ -377,7 +377,13 @@ def expected_result(
 
 def without_timing(result: dict[str, Any]) -> dict[str, Any]:
     out = json.loads(json.dumps(result))
-    for key in ("duration_s", "started_at", "timings_s"):
+    for key in (
+        "duration_s",
+        "started_at",
+        "timings_s",
+        "layer_timings_s",
+        "memory_peaks_mb",
+    ):
         out["provenance"].pop(key, None)
     return out
 
