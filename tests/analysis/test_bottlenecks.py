@@ -170,3 +170,23 @@ def test_mark_bottlenecks() -> None:
     neck = Bottleneck("b", "", 8, 2, 8, 4.0, "dense", None)
     assert mark_bottlenecks(layers, [neck]) == {"b"}
     assert mark_bottlenecks(layers, []) == set()
+
+
+def test_resnet_first_block_is_compared_after_the_max_pool() -> None:
+    # 7x7/2 stem on 64x64: conv1 64x32x32, max-pool to 64x16x16; layer1.0.conv2 is
+    # 16x16x16: fewer channels than the block's input and output, same size
+    config = {"layers": [1, 1], "widths": [16, 32], "num_classes": 10}
+    found = necks("resnet", config, (2, 3, 64, 64))
+    assert found[0].layer == "layer1.0.conv2"
+    assert found[0].width_in == 64 * 32 * 32  # the peak is still the stem
+    assert found[0].kind == "channel"
+    assert [n.pattern for n in found] == ["classic", "classic"]
+
+
+def test_token_outputs_narrow_in_features() -> None:
+    # (tokens, features) from Linear layers: 4 tokens, 32 -> 8 -> 32 features
+    model = nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 8), nn.Linear(8, 32))
+    (neck,) = find_bottlenecks(profile(model, torch.randn(2, 4, 16)), model=model)
+    assert (neck.layer, neck.kind, neck.pattern) == ("1", "channel", "classic")
+    (blind,) = find_bottlenecks(profile(model, torch.randn(2, 4, 16)))
+    assert blind.kind == "channel"  # read from the class name without a model
