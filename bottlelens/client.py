@@ -45,6 +45,7 @@ from bottlelens._http import (
     params,
     seg,
 )
+from contract.necks import NecksResult
 from service.schemas import (
     AnalysesPublic,
     AnalysisPublic,
@@ -247,6 +248,12 @@ class Client(Http):
     def bottlenecks(self, analysis_id: str) -> BottlenecksPublic:
         path = f"/v1/analyses/{seg(analysis_id)}/bottlenecks"
         return self._model(BottlenecksPublic, "GET", path)
+
+    def necks(self, analysis_id: str) -> NecksResult:
+        """``GET /v1/analyses/{id}/necks``: the answers per bottleneck (404 when
+        the analysis did not run the ``necks`` family)."""
+        path = f"/v1/analyses/{seg(analysis_id)}/necks"
+        return self._model(NecksResult, "GET", path)
 
     def download_artifact(self, analysis_id: str, name: str, out: IO[bytes]) -> int:
         """Stream one attribution map (``.png``/``.npy``) into ``out``; its size."""

@@ -19,13 +19,14 @@ from sqlalchemy import Engine
 
 from bottlelens.client import ApiError, Client
 from contract.config import parse_config
+from contract.result import REPORT_FILE
 from service import store
 from service.db import session_scope
 from service.schemas_audits import AuditCreate, Rule, ScheduleSpec
 from service.settings import Settings
 from service.storage import artifacts_dir
 from tests.client.conftest import finish
-from tests.service.conftest import Team, safetensors_bytes
+from tests.service.conftest import DATA, Team, safetensors_bytes
 
 DIGITS_INFO = {
     "n_samples": 1797,
@@ -160,6 +161,23 @@ def test_analyses_results_layers_bottlenecks_artifacts(
     with pytest.raises(ApiError) as err:  # the name cannot leave its segment
         api.download_artifact(run.id, "../fc2.png", io.BytesIO())
     assert err.value.status == 404
+    page = b"<!DOCTYPE html><html><body>report</body></html>"
+    (folder / REPORT_FILE).write_bytes(page)
+    html = io.BytesIO()
+    assert api.download_report(run.id, html) == len(page) and html.getvalue() == page
+    with pytest.raises(ApiError) as err:
+        api.necks(run.id)  # the demo did not run the necks family
+    assert err.value.status == 404 and "necks" in err.value.message
+
+
+def test_necks(connect: Any, engine: Engine, team: Team, tmp_path: Path) -> None:
+    api = connect(team.keys["read,submit"])
+    run = api.submit_analysis(*_model_and_dataset(api, engine, tmp_path))
+    section = {"method": {"interval": "bootstrap"}, "necks": [], "reason": "none"}
+    demo = json.loads((DATA / "demo_result.json").read_text())
+    finish(engine, run.id, demo | {"necks": section})
+    necks = api.necks(run.id)
+    assert (necks.method, necks.necks, necks.reason) == (section["method"], [], "none")
 
 
 def test_health_and_ready(
@@ -480,3 +498,54 @@ def test_audits_from_creation_to_the_first_alert(
 
     connect(team.keys["admin"]).delete_audit(audit.id)
     assert api.list_audits().count == 0
+
+
+# Every operation of the API and the client method that calls it.
+CLIENT_METHODS = {
+    ("GET", "/v1/health"): "health",
+    ("GET", "/v1/ready"): "ready",
+    ("POST", "/v1/models"): "upload_model",
+    ("GET", "/v1/models"): "list_models",
+    ("GET", "/v1/models/{model_id}"): "get_model",
+    ("DELETE", "/v1/models/{model_id}"): "delete_model",
+    ("POST", "/v1/datasets"): "create_dataset",
+    ("GET", "/v1/datasets"): "list_datasets",
+    ("GET", "/v1/datasets/{dataset_id}"): "get_dataset",
+    ("DELETE", "/v1/datasets/{dataset_id}"): "delete_dataset",
+    ("POST", "/v1/analyses"): "submit_analysis",
+    ("GET", "/v1/analyses"): "list_analyses",
+    ("GET", "/v1/analyses/{analysis_id}"): "get_analysis",
+    ("GET", "/v1/analyses/{analysis_id}/results"): "results",
+    ("GET", "/v1/analyses/{analysis_id}/layers"): "layers",
+    ("GET", "/v1/analyses/{analysis_id}/bottlenecks"): "bottlenecks",
+    ("GET", "/v1/analyses/{analysis_id}/artifacts/{name}"): "download_artifact",
+    ("GET", "/v1/analyses/{analysis_id}/report"): "download_report",
+    ("GET", "/v1/analyses/{analysis_id}/necks"): "necks",
+    ("POST", "/v1/analyses/{analysis_id}/cancel"): "cancel_analysis",
+    ("POST", "/v1/series"): "create_series",
+    ("GET", "/v1/series"): "list_series",
+    ("GET", "/v1/series/{series_id}"): "get_series",
+    ("DELETE", "/v1/series/{series_id}"): "delete_series",
+    ("POST", "/v1/series/{series_id}/checkpoints"): "upload_checkpoint",
+    ("GET", "/v1/series/{series_id}/checkpoints"): "list_checkpoints",
+    ("POST", "/v1/series/{series_id}/analyses"): "analyse_series",
+    ("GET", "/v1/series/{series_id}/trajectory"): "trajectory",
+    ("GET", "/v1/compare"): "compare",
+    ("GET", "/v1/exports/metrics"): "export",
+    ("POST", "/v1/audits"): "create_audit",
+    ("GET", "/v1/audits"): "list_audits",
+    ("GET", "/v1/audits/{audit_id}"): "get_audit",
+    ("DELETE", "/v1/audits/{audit_id}"): "delete_audit",
+    ("POST", "/v1/audits/{audit_id}/pause"): "pause_audit",
+    ("POST", "/v1/audits/{audit_id}/resume"): "resume_audit",
+    ("GET", "/v1/audits/{audit_id}/runs"): "audit_runs",
+    ("GET", "/v1/audits/{audit_id}/alerts"): "audit_alerts",
+}
+
+
+def test_every_route_has_a_client_method(server: TestClient) -> None:
+    """A new route fails this test until the client (and this table) has it."""
+    paths = server.get("/v1/openapi.json").json()["paths"]
+    operations = {(m.upper(), p) for p, item in paths.items() for m in item}
+    assert operations == set(CLIENT_METHODS)
+    assert all(callable(getattr(Client, name)) for name in CLIENT_METHODS.values())
