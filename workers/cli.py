@@ -488,9 +488,9 @@ app.add_typer(db_app, name="db")
 register_ops(app, teams_app, keys_app, console, _fail)
 
 # --- a running service, through bottlelens.client (workers/cli_remote.py) ---
+from workers.cli_audits import audits_app  # noqa: E402
 from workers.cli_remote import (  # noqa: E402
     analyses_app,
-    audits_app,
     reports_app,
     results_app,
     series_app,
