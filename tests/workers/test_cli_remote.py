@@ -268,7 +268,7 @@ def test_audits_create_list_runs_pause_resume(
     rule = "intrinsic_dimension:twonn:bottlenecks:relative_change:0.2"
     created = bl(
         "audits", "create", "--model", model, "--dataset", dataset, "--every", "60",
-        "--rule", rule, "--rule", "probe_accuracy:probe:fc*:below:0.05:no-overlap",
+        "--rule", rule, "--rule", "probe_accuracy:logistic_regression:fc*:below:0.05:no-overlap",
         "--config", '{"metrics": ["id", "probe"]}', "--json",
     )  # fmt: skip
     assert created.exit_code == 0, created.output
@@ -284,7 +284,7 @@ def test_audits_create_list_runs_pause_resume(
         },
         {
             "metric": "probe_accuracy",
-            "estimator": "probe",
+            "estimator": "logistic_regression",
             "layers": "fc*",
             "operator": "below",
             "threshold": 0.05,
