@@ -63,7 +63,7 @@ def create(client: TestClient, team: Team, body: dict[str, Any]) -> dict[str, An
     r = client.post("/v1/audits", headers=team.headers(), json=body)
     assert r.status_code == 201, r.text
     assert r.headers["Location"] == f"/v1/audits/{r.json()['id']}"
-    return r.json()  # type: ignore[no-any-return]
+    return r.json()
 
 
 def anchor_of(engine: Engine, audit_id: str) -> datetime:
