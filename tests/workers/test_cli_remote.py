@@ -266,9 +266,10 @@ def test_audits_create_list_runs_pause_resume(
     model, dataset = _model_and_dataset(api, engine, tmp_path)
     as_key(team.keys["read,submit"])
     rule = "intrinsic_dimension:twonn:bottlenecks:relative_change:0.2"
+    probe = "probe_accuracy:logistic_regression:fc*:below:0.05:no-overlap"
     created = bl(
         "audits", "create", "--model", model, "--dataset", dataset, "--every", "60",
-        "--rule", rule, "--rule", "probe_accuracy:logistic_regression:fc*:below:0.05:no-overlap",
+        "--rule", rule, "--rule", probe,
         "--config", '{"metrics": ["id", "probe"]}', "--json",
     )  # fmt: skip
     assert created.exit_code == 0, created.output
