@@ -15,6 +15,8 @@ FORBIDDEN = {
     # service never imports torch: it enqueues tasks by name.
     "service": {"analysis", "workers", "torch", "captum", "numpy", "sklearn"},
     "workers": set(),
+    # the client talks HTTP: the service's pydantic schemas, nothing that serves.
+    "bottlelens": {"analysis", "workers", "torch", "numpy", "sqlalchemy", "fastapi"},
 }
 
 
