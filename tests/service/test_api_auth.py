@@ -42,6 +42,14 @@ ROUTES = [
     ("GET", "/v1/series/{series}/trajectory", "read"),
     ("GET", "/v1/compare", "read"),
     ("GET", "/v1/exports/metrics", "read"),
+    ("POST", "/v1/audits", "submit"),
+    ("GET", "/v1/audits", "read"),
+    ("GET", "/v1/audits/{audit}", "read"),
+    ("DELETE", "/v1/audits/{audit}", "admin"),
+    ("POST", "/v1/audits/{audit}/pause", "submit"),
+    ("POST", "/v1/audits/{audit}/resume", "submit"),
+    ("GET", "/v1/audits/{audit}/runs", "read"),
+    ("GET", "/v1/audits/{audit}/alerts", "read"),
 ]
 ROUTE_IDS = [f"{m} {p}" for m, p, _ in ROUTES]
 # A key that lacks the scope a route needs.
@@ -51,6 +59,7 @@ MISSING = {
     "dataset": "1" * 32,
     "analysis": "2" * 32,
     "series": "3" * 32,
+    "audit": "4" * 32,
 }
 
 
@@ -78,12 +87,24 @@ def _call(
         return client.post(path, headers=headers, data={"step": "1"}, files=files)
     if template.endswith("/analyses") and method == "POST":
         return client.post(path, headers=headers, json={"dataset_id": ids["dataset"]})
+    if (method, template) == ("POST", "/v1/audits"):
+        return client.post(path, headers=headers, json=_audit(ids))
     params: dict[str, str] = {}
     if template.endswith("/trajectory"):
         params = {"metric": "m", "estimator": "e", "dataset_id": ids["dataset"]}
     if template == "/v1/compare":
         params = {"a": ids["analysis"], "b": ids["analysis"]}
     return client.request(method, path, headers=headers, params=params)
+
+
+def _audit(ids: dict[str, str]) -> dict[str, Any]:
+    rule = {"metric": "intrinsic_dimension", "estimator": "twonn"}
+    return {
+        "model": ids["model"],
+        "dataset_id": ids["dataset"],
+        "schedule": {"interval_s": 3600},
+        "rules": [{**rule, "operator": "above", "threshold": 1.0}],
+    }
 
 
 def test_the_table_covers_every_route(client: TestClient) -> None:
@@ -101,6 +122,7 @@ def test_the_table_covers_every_route(client: TestClient) -> None:
             .replace("{dataset}", "{dataset_id}")
             .replace("{analysis}", "{analysis_id}")
             .replace("{series}", "{series_id}")
+            .replace("{audit}", "{audit_id}")
             .replace("fc2.png", "{name}"),
         )
         for m, p, _ in ROUTES
@@ -172,11 +194,17 @@ def theirs(client: TestClient, engine: Engine, other_team: Team) -> dict[str, st
         headers=other_team.headers(),
         json={"name": "theirs", "architecture": "mlp"},
     ).json()["id"]
+    audit = client.post(
+        "/v1/audits",
+        headers=other_team.headers(),
+        json=_audit({"model": model, "dataset": dataset}),
+    ).json()["id"]
     return {
         "model": model,
         "dataset": dataset,
         "analysis": analysis,
         "series": series,
+        "audit": audit,
     }
 
 
@@ -203,7 +231,7 @@ def test_another_teams_object_is_404_like_a_missing_one(
                 f"{template}?model_id={theirs['model']}", headers=admin
             )
             assert filtered.json()["count"] == 0
-        elif template == "/v1/analyses":
+        elif template in ("/v1/analyses", "/v1/audits"):
             assert r.status_code == 404, r.text
         else:
             assert r.status_code == 201  # an upload of our own
