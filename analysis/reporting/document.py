@@ -70,11 +70,26 @@ def _cell(m: dict[str, Any] | None, notes: _Notes) -> str:
 
 
 def _table(
-    head: Sequence[str], body: Sequence[Sequence[str]], necks: Sequence[bool] = ()
+    head: Sequence[str],
+    body: Sequence[Sequence[str]],
+    necks: Sequence[bool] = (),
+    notes: _Notes | None = None,
 ) -> str:
-    """A table whose cells are HTML already; columns empty in every row dropped;
-    the first column left-aligned."""
-    keep = [j for j in range(len(head)) if j == 0 or any(r[j] for r in body)]
+    """A table whose cells are HTML already, the first column left-aligned. With
+    ``notes``, a column with no value in any row (empty or n/a) is left out and a
+    note says so."""
+    keep = [0]
+    for j in range(1, len(head)):
+        cells = [r[j] for r in body]
+        if notes is not None and all(c == "" or c.startswith("n/a") for c in cells):
+            marks = sorted({c[8:-6] for c in cells if c})  # n/a<sup>k</sup>
+            if marks:
+                notes.ref(
+                    f"{head[j]}: no value at any row (see note {', '.join(marks)})"
+                )
+            continue
+        if notes is not None or any(cells):
+            keep.append(j)
     th = "".join(
         f'<th class="{"l" if j == 0 else ""}">{escape(head[j])}</th>' for j in keep
     )
@@ -163,7 +178,7 @@ def _layer_rows(result: dict[str, Any], notes: _Notes) -> str:
             ]
         )
         necks.append(layer["is_bottleneck"])
-    return _table(head, body, necks)
+    return _table(head, body, necks, notes)
 
 
 def _bottleneck_rows(result: dict[str, Any]) -> str:
@@ -200,7 +215,8 @@ def _information_rows(result: dict[str, Any], notes: _Notes) -> str:
         + [_cell(fg.rows(layer, m).get(e), notes) for m, e in cols]
         for layer in result["layers"]
     ]
-    return _table(head, body, [layer["is_bottleneck"] for layer in result["layers"]])
+    necks = [layer["is_bottleneck"] for layer in result["layers"]]
+    return _table(head, body, necks, notes)
 
 
 def _attribution(result: dict[str, Any], folder: Path | None, notes: _Notes) -> str:
