@@ -45,7 +45,7 @@ def cell(m: dict[str, Any] | None, notes: Notes) -> str:
         return "n/a" + notes.mark(m.get("reason") or "not finite")
     text = f"{m['value']:.3g}"
     if m.get("ci_low") is not None and m.get("ci_high") is not None:
-        text += f"\n[{m['ci_low']:.3g},{m['ci_high']:.3g}]"
+        text += f"\n[{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
     marks = [
         notes.mark(f"{f}: {FLAGS[f]}")
         for f in (m.get("flags") or [])
