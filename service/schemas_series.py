@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from contract.architectures import architecture_names
 from contract.config import config_schema
 from contract.tasks import analysis_queue
 from service.errors import InvalidInput
@@ -45,6 +46,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 
 
 INT64_MAX = 2**63 - 1
+_ARCHITECTURES: dict[str, Any] = {"enum": architecture_names()}
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ class SeriesCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    architecture: str = Field(min_length=1, max_length=100, examples=["mlp"])
+    architecture: str = Field(
+        min_length=1, max_length=100, json_schema_extra=_ARCHITECTURES
+    )
     architecture_config: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from service import exports, store
 from service.routes.deps import ReadKey, SessionDep
-from service.schemas_series import ExportFormat
+from service.schemas_series import EXPORT_COLUMNS, ExportFormat
 
 router = APIRouter(prefix="/exports", tags=["exports"])
 Cursor = Annotated[
@@ -35,12 +35,25 @@ _NEXT = {
         "required": True,
     }
 }
+_ROW = {"type": "object", "properties": {c: {} for c in EXPORT_COLUMNS}}
+_CONTENT = {
+    "csv": {"type": "string"},
+    "json": {
+        "type": "object",
+        "properties": {
+            "next_cursor": {"type": "string"},
+            "data": {"type": "array", "items": _ROW},
+        },
+        "required": ["next_cursor", "data"],
+    },
+    "parquet": {"type": "string", "format": "binary"},
+}
 _OK: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The rows after the cursor; columns in docs/reporting.md.",
         "headers": _NEXT,
         "content": {
-            t: {"schema": {"type": "string"}} for t in exports.MEDIA_TYPES.values()
+            exports.MEDIA_TYPES[f]: {"schema": schema} for f, schema in _CONTENT.items()
         },
     }
 }
