@@ -399,3 +399,26 @@ def answer_cell(answer: dict[str, Any] | None) -> str:
         format_estimate(answer) if answer.get("value") is not None else "-"
     )
     return f"{text.strip()} {answer['verdict']}"
+
+
+def timings_table(result: dict[str, Any]) -> Table:
+    """Seconds and memory high-water mark of every stage of the run (provenance),
+    with each family's slowest layers."""
+    prov = result["provenance"]
+    table = Table(title="where the time went", header_style="bold")
+    for col in ("stage", "seconds", "share", "rss MB", "slowest layers"):
+        table.add_column(
+            col, justify="left" if col in ("stage", "slowest layers") else "right"
+        )
+    total = prov.get("duration_s") or sum(prov.get("timings_s", {}).values()) or 1.0
+    per_layer = prov.get("layer_timings_s", {})
+    for stage, seconds in prov.get("timings_s", {}).items():
+        slow = sorted(per_layer.get(stage, {}).items(), key=lambda kv: -kv[1])[:3]
+        table.add_row(
+            stage,
+            f"{seconds:.2f}",
+            f"{100 * seconds / total:.0f}%",
+            f"{prov.get('memory_peaks_mb', {}).get(stage, {}).get('rss', 0):.0f}",
+            ", ".join(f"{name} {s:.2f}" for name, s in slow),
+        )
+    return table
