@@ -7,6 +7,7 @@ No Celery worker runs: ``sent`` records the tasks the API enqueues.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.service.conftest import (
     demo_result,
     engine,
     other_team,
+    safetensors_bytes,
     sent,
     settings,
     sqlite_url,
@@ -82,3 +84,27 @@ def finish(engine: Engine, analysis_id: str, result: dict[str, Any]) -> None:
         assert store.claim_analysis(s, analysis_id, "w1", lease_s=60, max_attempts=3)
     with session_scope(engine) as s:
         assert store.save_results(s, analysis_id, "w1", result)
+
+
+DIGITS_INFO = {
+    "n_samples": 1797,
+    "sample_shape": [64],
+    "dtype": "float32",
+    "has_labels": True,
+    "sha256": "ab" * 32,
+}
+
+
+def ready(engine: Engine, kind: str, object_id: str, **info: Any) -> None:
+    with session_scope(engine) as s:
+        store.mark_upload(s, kind, object_id, status="ready", info=info or None)
+
+
+def model_and_dataset(api: Client, engine: Engine, tmp_path: Path) -> tuple[str, str]:
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(safetensors_bytes())
+    model = api.upload_model(weights, "mlp", {"widths": [4, 2]})
+    dataset = api.create_dataset(spec="sklearn:digits")
+    ready(engine, "model", model.id)
+    ready(engine, "dataset", dataset.id, **DIGITS_INFO)
+    return model.id, dataset.id

@@ -20,13 +20,16 @@ import workers.cli_remote
 from bottlelens.client import Client
 from service.settings import Settings
 from tests.client.conftest import (
+    DIGITS_INFO,
     client,
     connect,
     db_url,
     demo_result,
     engine,
     finish,
+    model_and_dataset,
     other_team,
+    ready,
     sent,
     server,
     settings,
@@ -34,7 +37,6 @@ from tests.client.conftest import (
     sqlite_url,
     team,
 )
-from tests.client.test_client import DIGITS_INFO, _model_and_dataset, _ready
 from tests.service.conftest import Team, safetensors_bytes
 from workers.cli import app
 
@@ -74,7 +76,7 @@ def test_analyses_list_get_cancel(
     as_key: Any, connect: Any, engine: Engine, team: Team, tmp_path: Path
 ) -> None:
     api = connect(team.keys["read,submit"])
-    model, dataset = _model_and_dataset(api, engine, tmp_path)
+    model, dataset = model_and_dataset(api, engine, tmp_path)
     run = api.submit_analysis(model, dataset, {"samples": 100})
     as_key(team.keys["read,submit"])
 
@@ -107,7 +109,7 @@ def test_results_get_writes_exactly_the_bytes_the_api_sends(
     demo_result: dict,
 ) -> None:
     api = connect(team.keys["read,submit"])
-    model, dataset = _model_and_dataset(api, engine, tmp_path)
+    model, dataset = model_and_dataset(api, engine, tmp_path)
     run = api.submit_analysis(model, dataset)
     finish(engine, run.id, demo_result)
     raw = server.get(
@@ -136,7 +138,7 @@ def test_errors_are_one_line_on_stderr_with_exit_2_or_1(
     assert not (tmp_path / "r.json").exists() and not list(tmp_path.glob("*.part"))
 
     api = connect(team.keys["read,submit"])
-    model, dataset = _model_and_dataset(api, engine, tmp_path)
+    model, dataset = model_and_dataset(api, engine, tmp_path)
     run = api.submit_analysis(model, dataset)
     unfinished = bl("results", "get", run.id)
     assert unfinished.exit_code == 2 and "409" in unfinished.stderr
@@ -204,13 +206,13 @@ def test_series_create_upload_analyse_trajectory_compare_export(
         up = bl("series", "upload", series, str(weights), "--step", str(step), "--json")
         assert up.exit_code == 0, up.output
         models.append(json.loads(up.stdout)["model"]["id"])
-        _ready(engine, "model", models[-1])
+        ready(engine, "model", models[-1])
     listed = bl("series", "list")
     assert "1 series" in listed.stdout and series in listed.stdout
     dataset = server.post(
         "/v1/datasets", headers=team.headers(), data={"spec": "sklearn:digits"}
     ).json()["id"]
-    _ready(engine, "dataset", dataset, **DIGITS_INFO)
+    ready(engine, "dataset", dataset, **DIGITS_INFO)
     fanned = bl("series", "analyse", series, "--dataset", dataset, "--json")
     assert fanned.exit_code == 0, fanned.output
     a, b = (r["analysis_id"] for r in json.loads(fanned.stdout)["data"])
@@ -263,7 +265,7 @@ def test_audits_create_list_runs_pause_resume(
     from workers.scheduler import tick
 
     api = connect(team.keys["read,submit"])
-    model, dataset = _model_and_dataset(api, engine, tmp_path)
+    model, dataset = model_and_dataset(api, engine, tmp_path)
     as_key(team.keys["read,submit"])
     rule = "intrinsic_dimension:twonn:bottlenecks:relative_change:0.2"
     probe = "probe_accuracy:logistic_regression:fc*:below:0.05:no-overlap"
