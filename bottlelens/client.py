@@ -1,10 +1,13 @@
 """A typed client for the bottlelens REST API (httpx, synchronous).
 
-``Client(url, api_key)`` has one method per route. Answers are the API's own
-pydantic models from ``service.schemas`` (they import only pydantic and
-``contract``: importing this module loads no FastAPI, SQLAlchemy or torch, and a
-test says so); a result document is a plain ``dict``, as ``GET .../results`` sends
-it. Every error answer raises one ``ApiError(status, code, message, problems)``.
+``Client(url, api_key)`` has one method per route (a test checks it against the
+OpenAPI document). Answers are the API's own pydantic models, from
+``service.schemas``, ``service.schemas_series``, ``service.schemas_audits`` and
+``contract.necks``: those modules import only pydantic and ``contract``, so
+importing this one loads no FastAPI, SQLAlchemy or torch (a test says so). A
+result document is a plain ``dict``, as ``GET .../results`` sends it; files
+(results, maps, the report, an export page) can be streamed as sent. Every error
+answer raises one ``ApiError(status, code, message, problems)``.
 
 Retries: none on a 4xx. A request that could not be sent (connection refused,
 connect timeout) is retried, and so is an idempotent one (GET, DELETE) that lost
