@@ -3,11 +3,13 @@ method hits its route and parses the answer; errors, retries and streaming."""
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +219,19 @@ def test_a_503_with_retry_after_is_retried_after_that_wait() -> None:
     api = _mock(lambda request: answers.pop(0), sleeps, max_wait_s=30)
     assert api.health().status == "ok"
     assert sleeps == [2.0, 30.0] and answers == []
+
+
+def test_retry_after_may_be_an_http_date() -> None:
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=20))
+    answers = [
+        httpx.Response(503, headers={"Retry-After": when}),
+        httpx.Response(503, headers={"Retry-After": "soon"}),  # not a wait: raised
+    ]
+    sleeps: list[float] = []
+    with pytest.raises(ApiError) as err:
+        _mock(lambda request: answers.pop(0), sleeps).health()
+    assert err.value.status == 503 and answers == []
+    assert len(sleeps) == 1 and 17 <= sleeps[0] <= 20
 
 
 def test_a_503_without_retry_after_or_past_the_retries_raises() -> None:
