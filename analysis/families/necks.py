@@ -261,7 +261,7 @@ def _skip(ctx: Context, neck: Bottleneck) -> Answer:
 
 _HEADLINE = {
     "latent_factors": ("active_units", "factor"),
-    "gaussian_latent": ("kl", "gaussian", "prior"),
+    "gaussian_latent": ("prior_kl", "prior", "gaussian", "kl"),
     "capacity": ("gap", "generalisation"),
 }
 
@@ -269,7 +269,7 @@ _HEADLINE = {
 def _from_section(ctx: Context, key: str, neck: Bottleneck, question: str) -> Answer:
     """An answer another family measured: the entry of section ``key`` whose
     ``layer`` is the neck, its rows (``metrics``) as sources, its headline the
-    first row whose metric names the question (``_HEADLINE``)."""
+    row whose metric holds the question's first word (``_HEADLINE``, in order)."""
     if key not in ctx.sections:
         return _na(question, f"{key} did not run")
     found = ctx.sections[key]
@@ -282,7 +282,7 @@ def _from_section(ctx: Context, key: str, neck: Bottleneck, question: str) -> An
         return _na(question, f"{key} has no entry for this neck")
     rows = [m for m in entry.get("metrics") or [] if isinstance(m, dict)]
     words = _HEADLINE[question]
-    head = next((m for m in rows if any(w in m.get("metric", "") for w in words)), None)
+    head = next((m for w in words for m in rows if w in str(m.get("metric", ""))), None)
     if head is None:
         return _na(question, entry.get("reason") or f"{key} has no row for it")
     return Answer(
