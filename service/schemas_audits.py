@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contract.config import config_schema
 from contract.families import FAMILIES
@@ -30,18 +30,21 @@ class SeriesCheckpoint(_Strict):
     checkpoint: Literal["latest"] = "latest"
 
 
-class ScheduleSpec(_Strict):
-    """Exactly one of a 5-field cron expression in UTC and an interval in seconds
-    (counted from the audit's creation; at least BOTTLELENS_AUDIT_MIN_INTERVAL_S)."""
+class CronSchedule(_Strict):
+    """A 5-field cron expression (minute hour day month weekday), read in UTC; runs
+    at least BOTTLELENS_AUDIT_MIN_INTERVAL_S apart."""
 
-    cron: str | None = Field(default=None, min_length=1, max_length=100)
-    interval_s: int | None = Field(default=None, ge=1, le=366 * 86400)
+    cron: str = Field(min_length=1, max_length=100, examples=["0 3 * * *"])
 
-    @model_validator(mode="after")
-    def _one(self) -> ScheduleSpec:
-        if (self.cron is None) == (self.interval_s is None):
-            raise ValueError("give exactly one of cron and interval_s")
-        return self
+
+class IntervalSchedule(_Strict):
+    """Every ``interval_s`` seconds from the audit's creation (at least
+    BOTTLELENS_AUDIT_MIN_INTERVAL_S)."""
+
+    interval_s: int = Field(ge=1, le=366 * 86400)
+
+
+ScheduleSpec = CronSchedule | IntervalSchedule
 
 
 class BaselineAnalysis(_Strict):

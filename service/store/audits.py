@@ -37,8 +37,9 @@ from service.schemas_audits import (
     AuditRunsPublic,
     AuditsPublic,
     BaselineAnalysis,
+    CronSchedule,
     DeliveryPublic,
-    ScheduleSpec,
+    IntervalSchedule,
     SeriesCheckpoint,
 )
 from service.settings import Settings
@@ -89,7 +90,10 @@ def first_due(schedule: Schedule, anchor: datetime) -> datetime:
 
 def _checked(body: AuditCreate, settings: Settings) -> Schedule:
     """422 for what needs no database: the schedule and the webhook."""
-    schedule = Schedule(cron=body.schedule.cron, interval_s=body.schedule.interval_s)
+    if isinstance(body.schedule, CronSchedule):
+        schedule = Schedule(cron=body.schedule.cron)
+    else:
+        schedule = Schedule(interval_s=body.schedule.interval_s)
     try:
         schedule.check(min_interval_s=settings.audit_min_interval_s)
     except ScheduleError as exc:
@@ -208,7 +212,9 @@ def audit_public(row: AuditRow) -> AuditPublic:
         series_id=row.series_id,
         dataset_id=row.dataset_id,
         config=row.config,
-        schedule=ScheduleSpec(cron=row.cron, interval_s=row.interval_s),
+        schedule=CronSchedule(cron=row.cron)
+        if row.cron is not None
+        else IntervalSchedule(interval_s=row.interval_s or 0),
         baseline=baseline,
         rules=row.rules,  # type: ignore[arg-type]
         webhook_url=row.webhook_url,

@@ -127,7 +127,7 @@ def test_create_read_pause_resume_delete(
     [
         ({"schedule": {"cron": "* * * *"}}, "5 fields"),
         ({"schedule": {"interval_s": 59}}, "at least 60"),
-        ({"schedule": {"cron": "* * * * *", "interval_s": 60}}, "exactly one"),
+        ({"schedule": {"cron": "* * * * *", "interval_s": 60}}, "schedule"),
         ({"rules": []}, "rules"),
         ({"rules": [{**RULES[0], "metric": "accuracy"}]}, "metric"),
         ({"rules": [{**RULES[0], "operator": "grows"}]}, "operator"),

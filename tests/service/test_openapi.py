@@ -29,6 +29,9 @@ CONTENT_CHECKED = {
     # An architecture config has rules across keys (hidden_dim a multiple of
     # num_heads) that the schema does not say; the names are an enum.
     "POST /v1/series": [positive_data_acceptance],
+    # A cron expression that never matches or runs too often, an interval under the
+    # floor and a webhook host off the allowlist are settings the schema cannot say.
+    "POST /v1/audits": [positive_data_acceptance],
 }
 
 
