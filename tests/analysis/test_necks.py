@@ -151,3 +151,33 @@ def test_necks_runs_after_the_sections_it_reads_whatever_the_order() -> None:
 
 def test_no_table_without_the_section() -> None:
     assert necks_table({"layers": [], "bottlenecks": []}) is None
+
+
+def test_answers_of_other_families_link_their_rows() -> None:
+    """A ``latent`` section entry at the neck: the prior KL and the active units
+    are the headlines, every row of the entry a source; no capacity section."""
+    from types import SimpleNamespace
+
+    from analysis.families.necks import _from_section
+
+    rows = [
+        {"metric": "latent_kl", "estimator": "mean", "value": 3.0},
+        {"metric": "latent_active_units", "estimator": "burda", "value": 2.0},
+        {"metric": "latent_prior_kl", "estimator": "moment", "value": 0.1},
+    ]
+    ctx = SimpleNamespace(sections={"latent": [{"layer": "z", "metrics": rows}]})
+    neck = SimpleNamespace(layer="z")
+    prior = _from_section(ctx, "latent", neck, "gaussian_latent")
+    assert (prior.metric, prior.value, prior.verdict) == (
+        "latent_prior_kl",
+        0.1,
+        "measured",
+    )
+    assert [s.metric for s in prior.sources] == [r["metric"] for r in rows]
+    units = _from_section(ctx, "latent", neck, "latent_factors")
+    assert units.metric == "latent_active_units"
+    other = _from_section(ctx, "latent", SimpleNamespace(layer="y"), "latent_factors")
+    assert other.reason == "latent has no entry for this neck"
+    assert _from_section(ctx, "capacity", neck, "capacity").reason == (
+        "capacity did not run"
+    )
