@@ -82,12 +82,14 @@ def audits_create(
     """Schedule an audit: analyse on a schedule, compare with a baseline, alert."""
     if (model is None) == (series is None):
         raise _fail("give exactly one of --model and --series")
+    if (cron is None) == (every is None):
+        raise _fail("give exactly one of --cron and --every")
     body: dict[str, Any] = {
         "name": name,
         "model": model if series is None else {"series_id": series},
         "dataset_id": dataset,
         "config": _json_object(config, "--config"),
-        "schedule": {"cron": cron, "interval_s": every},
+        "schedule": {"cron": cron} if every is None else {"interval_s": every},
         "baseline": (
             baseline if baseline in ("first", "previous") else {"analysis_id": baseline}
         ),

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from bottlelens.client import ApiError, Client
-from service.schemas_audits import AuditCreate, Rule, ScheduleSpec
+from service.schemas_audits import AuditCreate, IntervalSchedule, Rule
 from service.settings import Settings
 from tests.client.conftest import DIGITS_INFO, finish, model_and_dataset, ready
 from tests.service.conftest import Team, safetensors_bytes
@@ -122,7 +122,7 @@ def test_audits_from_creation_to_the_first_alert(
             model=model,
             dataset_id=dataset,
             config={"metrics": ["id"]},
-            schedule=ScheduleSpec(interval_s=60),
+            schedule=IntervalSchedule(interval_s=60),
             rules=[Rule(**rule)],
         )
     )

@@ -325,6 +325,13 @@ def test_audits_create_list_runs_pause_resume(
     assert neither.exit_code == 2 and "exactly one of --model and --series" in (
         neither.stderr
     )
+    both = bl("audits", "create", "--model", model, "--dataset", dataset,
+              "--every", "60", "--cron", "0 3 * * *", "--rule", rule)  # fmt: skip
+    assert both.exit_code == 2 and "exactly one of --cron and --every" in both.stderr
+    nightly = bl("audits", "create", "--model", model, "--dataset", dataset,
+                 "--cron", "0 3 * * *", "--rule", rule, "--json")  # fmt: skip
+    assert nightly.exit_code == 0, nightly.output
+    assert json.loads(nightly.stdout)["schedule"] == {"cron": "0 3 * * *"}
     bad_rule = bl("audits", "create", "--model", model, "--dataset", dataset,
                   "--every", "60", "--rule", "intrinsic_dimension:twonn")  # fmt: skip
     assert bad_rule.exit_code == 2 and "METRIC:ESTIMATOR" in bad_rule.stderr
