@@ -8,6 +8,17 @@ and the peak RSS of this process (``resource.getrusage``) next to its RSS before
 the export.
 
     python bench/bench_export.py [--rows 1000000] [--format csv|json|parquet]
+
+Measured on a busy 2-core machine, SQLite, pages of 100,000 rows (2026-11-29):
+
+| rows | format | time | rows/s | peak RSS (before the export) |
+|---|---|---|---|---|
+| 1,000,000 | csv (168 MB) | 65 s | 15,400 | 75 MB (62 MB) |
+| 100,000 | csv | 4.4 s | 22,500 | 74 MB (62 MB) |
+| 1,000,000 | parquet (3.3 MB) | 22 s | 46,200 | 126 MB (62 MB) |
+| 100,000 | parquet | 2.1 s | 48,300 | 126 MB (62 MB) |
+
+Peak memory does not grow with the rows; pyarrow's import and writer take ~50 MB.
 """
 
 from __future__ import annotations
