@@ -10,6 +10,7 @@ from analysis.architectures import (
     register_architecture,
 )
 from analysis.bottlenecks import find_bottlenecks
+from analysis.capacity import CapacityModel, capacity_table, draw_split
 from analysis.capture import Capture, profile
 from analysis.checkpoints import (
     Checkpoint,
@@ -58,6 +59,7 @@ __all__ = [
     "AnalysisResult",
     "BottlelensError",
     "Bottleneck",
+    "CapacityModel",
     "Capture",
     "Checkpoint",
     "CheckpointMismatchError",
@@ -77,6 +79,8 @@ __all__ = [
     "analyse",
     "available_architectures",
     "build_model",
+    "capacity_table",
+    "draw_split",
     "dry_run",
     "estimate_id",
     "estimate_mi",

@@ -125,6 +125,7 @@ def bottleneck_table(result: dict[str, Any]) -> Table:
         "width out",
         "ratio",
         "kind",
+        "pattern",
         "skip",
     ):
         table.add_column(col)
@@ -138,6 +139,7 @@ def bottleneck_table(result: dict[str, Any]) -> Table:
             str(b["width_out"]),
             f"{b['ratio']:.1f}",
             b["kind"],
+            b.get("pattern") or "-",
             "?" if skip is None else ("yes" if skip else "no"),
         )
     return table
