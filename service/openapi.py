@@ -42,7 +42,10 @@ ERROR_STATUSES: dict[int, tuple[str, dict[str, Any]]] = {
     409: ("The object is in the wrong state for this request.", {}),
     413: ("The body or the upload is over the size limit.", {}),
     422: ("The request is invalid; `problems` lists every problem found.", {}),
-    429: ("The team has as many queued analyses as its limit allows.", _RETRY_AFTER),
+    429: (
+        "The team is at a limit (queued analyses, audits, audit runs a day).",
+        _RETRY_AFTER,
+    ),
     503: ("The database or the task broker cannot be reached.", _RETRY_AFTER),
     507: ("The server has no room left to store the upload.", {}),
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -78,8 +78,8 @@ class AuditCreate(_Strict):
     """What to analyse, when, against which baseline, and when to alert."""
 
     name: str = Field(default="audit", min_length=1, max_length=200)
-    model: str | SeriesCheckpoint = Field(
-        description="A model id, or the latest checkpoint of a series."
+    model: Annotated[str, Field(min_length=1, max_length=64)] | SeriesCheckpoint = (
+        Field(description="A model id, or the latest checkpoint of a series.")
     )
     dataset_id: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(

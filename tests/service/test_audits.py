@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 
 from service import store
+from service.audit_rules import Rows, Value, evaluate
 from service.db import session_scope
 from service.models import AuditRow, AuditRunRow
 from service.settings import Settings
@@ -390,3 +391,58 @@ def test_runs_over_the_daily_limit_are_skipped_and_resume_is_429(
     r = client.post(f"/v1/audits/{audit['id']}/resume", headers=team.headers())
     assert r.status_code == 429 and r.json()["code"] == "audit_limit"
     assert 0 < int(r.headers["Retry-After"]) <= 86400
+
+
+# --- the rules alone -------------------------------------------------------------
+
+
+def _rows(values: dict[str, tuple[float | None, float, float]]) -> Rows:
+    return Rows(
+        values={
+            (layer, "intrinsic_dimension", "twonn"): Value(*v)
+            for layer, v in values.items()
+        },
+        layers=tuple(values),
+        bottlenecks=frozenset({"fc2"}),
+    )
+
+
+def _rule(**over: Any) -> dict[str, Any]:
+    rule = {**RULES[0], "require_no_overlap": False}
+    return rule | over
+
+
+def test_rules_select_layers_and_respect_intervals() -> None:
+    base = _rows({"fc1": (4.0, 3.5, 4.5), "fc2": (2.0, 1.9, 2.1), "head": (0.0, 0, 0)})
+    new = _rows({"fc1": (5.0, 4.4, 5.6), "fc2": (3.0, 2.9, 3.1), "head": (0.5, 0, 1)})
+    fired = evaluate([_rule(layers="fc*")], new, base)
+    # fc1: +25% > 20%; fc2: +50%; head is not an fc*.
+    assert [(f["layer"], f["change"]) for f in fired] == [("fc1", 1.0), ("fc2", 1.0)]
+    assert [f["intervals_overlap"] for f in fired] == [True, False]
+    strict = evaluate([_rule(layers="fc*", require_no_overlap=True)], new, base)
+    assert [f["layer"] for f in strict] == ["fc2"]  # fc1's intervals overlap
+    assert [f["layer"] for f in evaluate([_rule()], new, base)] == ["fc2"]
+    # A zero baseline: any change is infinitely relative, none is no change.
+    assert [f["layer"] for f in evaluate([_rule(layers="head")], new, base)] == ["head"]
+    assert evaluate([_rule(layers="head")], base, base) == []
+    # abs_change at 1.0 is not exceeded by a change of exactly 1.0.
+    assert evaluate([_rule(operator="abs_change", threshold=1.0)], new, base) == []
+
+
+def test_above_and_below_need_no_baseline() -> None:
+    new = _rows({"fc1": (5.0, 4.4, 5.6), "fc2": (3.0, 2.9, 3.1)})
+    above = [_rule(layers="*", operator="above", threshold=4.5)]
+    assert [f["layer"] for f in evaluate(above, new, None)] == ["fc1"]
+    # With require_no_overlap the interval must lie wholly above: 4.4 < 4.5.
+    above[0]["require_no_overlap"] = True
+    assert evaluate(above, new, None) == []
+    below = [
+        _rule(layers="*", operator="below", threshold=3.05, require_no_overlap=True)
+    ]
+    assert evaluate(below, new, None) == []  # 3.1 > 3.05
+    below[0]["threshold"] = 3.2
+    assert [f["layer"] for f in evaluate(below, new, None)] == ["fc2"]
+    # Change rules without a baseline and void values never fire.
+    assert evaluate([_rule(layers="*")], new, None) == []
+    void = _rows({"fc2": (None, 0, 0)})
+    assert evaluate([_rule(operator="above", threshold=-1)], void, None) == []
