@@ -146,8 +146,9 @@ def analyse(
             reconstructs=_reconstructs(output, xs),
         )
         neck_layers = {b.layer for b in bottlenecks}
-        names = select_layers(model, profile_layers, cfg.layers, neck_layers)
-        auto = set(select_layers(model, profile_layers, "auto", neck_layers))
+        factor = cfg.bottleneck_factor
+        names = select_layers(model, profile_layers, cfg.layers, neck_layers, factor)
+        auto = set(select_layers(model, profile_layers, "auto", neck_layers, factor))
         report("profile", 1, 1)
 
     with timer("capture"):
@@ -274,7 +275,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def select_layers(
-    model: nn.Module, layers: list[LayerInfo], spec: str, bottlenecks: set[str]
+    model: nn.Module,
+    layers: list[LayerInfo],
+    spec: str,
+    bottlenecks: set[str],
+    factor: float = 2.0,
 ) -> list[str]:
     """Names of the records to capture, in execution order.
 
@@ -287,8 +292,11 @@ def select_layers(
     and whose output is its last child's (``analysis.bottlenecks.is_container``: a
     transformer's ``encoder`` holding its blocks and a final norm). Containers
     themselves (their output is their last child's) and pass-through layers
-    (normalisation, dropout, identity) are left out. Otherwise a comma-separated
-    list of fnmatch globs; a glob matching nothing is an error.
+    (normalisation, dropout, identity) are left out. Around each bottleneck "auto"
+    also takes the nearest call before and after it that is at least ``factor``
+    times wider (what enters and leaves the neck: a transformer MLP's hidden
+    layer lies inside its block). Otherwise a comma-separated list of fnmatch
+    globs; a glob matching nothing is an error.
     """
     if spec == "all":
         return [layer.name for layer in layers]
@@ -305,7 +313,8 @@ def select_layers(
             )
             if layer.name in bottlenecks or (outline and not skip):
                 chosen.append(layer.name)
-        return chosen
+        around = _neck_neighbours(layers, bottlenecks, factor)
+        return [x.name for x in layers if x.name in around or x.name in chosen]
     globs = [g.strip() for g in spec.split(",") if g.strip()]
     unmatched = [
         g for g in globs if not any(fnmatch.fnmatchcase(x.name, g) for x in layers)
@@ -321,6 +330,22 @@ def select_layers(
         for layer in layers
         if any(fnmatch.fnmatchcase(layer.name, g) for g in globs)
     ]
+
+
+def _neck_neighbours(
+    layers: list[LayerInfo], bottlenecks: set[str], factor: float
+) -> set[str]:
+    """For each bottleneck, the nearest call before and after it whose width is at
+    least ``factor`` times the neck's."""
+    found: set[str] = set()
+    for i, layer in enumerate(layers):
+        if layer.name not in bottlenecks:
+            continue
+        wide = [x.width >= factor * layer.width for x in layers]
+        before = [j for j in range(i) if wide[j]]
+        after = [j for j in range(i + 1, len(layers)) if wide[j]]
+        found |= {layers[j].name for j in (before[-1:] + after[:1])}
+    return found
 
 
 def _in_outline(
