@@ -304,12 +304,12 @@ def attribution_table(result: dict[str, Any]) -> Table | None:
 
 
 def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | None:
-    """Save a PNG: I(X;T) against I(T;Y), one panel per MI estimator, layers coloured
-    by depth and bottlenecks ringed. Returns None when the result has no MI rows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Save a PNG: I(X;T) against I(T;Y), one panel per MI estimator, with both
+    intervals as error bars, layers numbered and coloured by depth, bottlenecks
+    ringed, ``low_samples`` hollow, ``near_ceiling`` as triangles and a saturated
+    estimator's panel greyed with the reason (the HTML report's figure). Returns
+    None when the result has no MI rows."""
+    from analysis.reporting.figures import information_plane
 
     layers = result["layers"]
     methods = [
@@ -327,45 +327,10 @@ def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | N
     ]
     if not methods:
         return None
-    fig, axes = plt.subplots(
-        1, len(methods), figsize=(4.2 * len(methods), 4), squeeze=False
-    )
-    cmap = plt.get_cmap("viridis")
-    for ax, est in zip(axes[0], methods, strict=True):
-        for i, layer in enumerate(layers):
-            mx = _rows(layer, "mi_input").get(est)
-            my = _rows(layer, "mi_output").get(est)
-            if not mx or not my or mx["value"] is None or my["value"] is None:
-                continue
-            color = cmap(i / max(1, len(layers) - 1))
-            few = low_samples(mx) or low_samples(my)
-            ax.scatter(
-                mx["value"],
-                my["value"],
-                color="none" if few else color,
-                s=36,
-                zorder=3,
-                edgecolors="tab:red" if layer["is_bottleneck"] else color,
-                linewidths=2,
-            )
-            ax.annotate(
-                layer["name"],
-                (mx["value"], my["value"]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
-            )
-        ax.set_title(est, fontsize=10)
-        ax.set_xlabel("I(X;T) nats")
-        ax.set_ylabel("I(T;Y) nats")
-    fig.suptitle(
-        "information plane (colour: depth; red ring: bottleneck; hollow: low_samples)",
-        fontsize=10,
-    )
-    fig.tight_layout()
+    fig = information_plane(layers, methods)
+    fig.suptitle("information plane (numbers: layer index, as in the tables)")
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=120)
     return path
 
 

@@ -191,6 +191,7 @@ def information_plane(
     for k, est in enumerate(methods):
         ax = fig.add_subplot(n_rows, cols, k + 1)
         why = saturation(layers, est)
+        at: dict[tuple[float, float], list[Any]] = {}
         for i, layer in enumerate(layers):
             mx = rows(layer, "mi_input").get(est)
             my = rows(layer, "mi_output").get(est)
@@ -223,11 +224,15 @@ def information_plane(
                 edgecolors=NECK_COLOUR if layer["is_bottleneck"] else colour,
                 linewidths=1.6,
             )
+            key = (float(f"{x:.3g}"), float(f"{y:.3g}"))  # same to 3 digits
+            at.setdefault(key, [x, y, []])[2].append(layer["index"])
+        for k, (x, y, indices) in enumerate(at.values()):
+            # points that coincide share one label: "0-4, 7"
             ax.annotate(
-                str(layer["index"]),
+                _runs(indices),
                 (x, y),
                 fontsize=6,
-                xytext=(4, 2 + 5 * (i % 3)),
+                xytext=(4, 2 + 5 * (k % 3)),
                 textcoords="offset points",
                 color="0.25",
             )
@@ -250,6 +255,17 @@ def information_plane(
         ax.set_xlabel("I(X;T) (nats)")
         ax.set_ylabel("I(T;Y) (nats)")
     return fig
+
+
+def _runs(indices: list[int]) -> str:
+    """``[0, 1, 2, 4]`` as ``"0-2, 4"``."""
+    runs: list[list[int]] = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def _err(m: dict[str, Any] | None, v: float) -> list[list[float]] | None:
