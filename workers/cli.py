@@ -6,6 +6,7 @@ Commands import what they need when they run, so ``bottlelens --help`` stays fas
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,9 +34,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output gets room for the whole table instead of rich's default 80 columns.
+# Piped output gets room for the whole table instead of rich's default 80 columns,
+# unless COLUMNS says how wide.
 DEMO_METRICS = "id,mi,probe,cka,attribution"
-console = Console(width=None if sys.stdout.isatty() else 200)
+console = Console(
+    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+)
 err_console = Console(stderr=True)
 ThreadsOption = Annotated[
     int | None,
@@ -242,8 +246,9 @@ def analyze(
     data: Annotated[
         str,
         typer.Option(
-            help="A .npz/.safetensors/.csv file, sklearn:digits, "
-            "sklearn:breast_cancer or synthetic:<manifold>?d=..&D=..&n=.."
+            help="A .npz, .safetensors or .csv file; sklearn:digits; "
+            "sklearn:breast_cancer; or a manifold of known dimension such as "
+            "synthetic:sphere?d=5 (README)."
         ),
     ],
     arch_config: Annotated[
@@ -299,7 +304,10 @@ def analyze(
     ] = None,
     allow_code_checkpoints: Annotated[
         bool,
-        typer.Option(help="Accept .pt2 programs (they can run code: trusted only)."),
+        typer.Option(
+            "--allow-code-checkpoints",
+            help="Accept .pt2 programs (they can run code: trusted only).",
+        ),
     ] = False,
     out: Annotated[
         Path | None, typer.Option(help="Write the result JSON here.")
@@ -598,19 +606,28 @@ def quickstart(
         _DEFAULTS.samples or 0
     ),
     threads: ThreadsOption = None,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running", help="Keep the service up until Ctrl-C at the end."
+        ),
+    ] = False,
 ) -> None:
-    """The REST API end to end: embedded service, demo upload, analysis, table.
+    """The REST API end to end: embedded service, demo upload, analysis, report.
 
     Starts the service under ./.bottlelens/, uploads the demo model and
-    sklearn:digits over HTTP, follows the analysis, prints the per-layer table and
-    the URLs to look at, and stops the service.
+    sklearn:digits over HTTP, follows the analysis, prints the per-layer table,
+    saves the HTML report, prints the URLs (and a curl line with the key) while
+    the service runs, and stops it (--keep-running: at Ctrl-C).
     """
     from analysis.threads import set_threads
     from workers.quickstart import QuickstartError, run_quickstart
 
     set_threads(threads)  # the service started below inherits OMP_NUM_THREADS
     try:
-        run_quickstart(port=port, samples=samples, console=console)
+        run_quickstart(
+            port=port, samples=samples, console=console, keep_running=keep_running
+        )
     except QuickstartError as exc:
         raise _fail(str(exc)) from exc
 

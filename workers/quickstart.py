@@ -2,8 +2,10 @@
 
 Starts ``bottlelens serve --embedded`` in the background, creates an API key, trains
 the bundled demo model, uploads it and names ``sklearn:digits`` over HTTP, submits an
-analysis, follows its progress, prints the per-layer table from ``GET .../results``
-and the URLs to look at, then stops the service.
+analysis, follows its progress, prints the per-layer table from ``GET .../results``,
+saves the HTML report from ``GET .../report``, prints the URLs to look at (with a
+``curl`` line that carries the key) while the service still runs, then stops it
+(or, with ``--keep-running``, serves until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -34,9 +36,18 @@ class QuickstartError(RuntimeError):
 
 
 def run_quickstart(
-    *, port: int, samples: int, console: Console, timeout_s: float = 600.0
+    *,
+    port: int,
+    samples: int,
+    console: Console,
+    timeout_s: float = 600.0,
+    keep_running: bool = False,
 ) -> dict[str, Any]:
-    """Run the walk-through; returns the result document it fetched."""
+    """Run the walk-through; returns the result document it fetched.
+
+    The URLs are printed while the service runs; with ``keep_running`` it serves
+    until Ctrl-C, else it stops once they are printed.
+    """
     from analysis.demo import train_demo_model
     from analysis.report import result_tables
 
@@ -79,25 +90,45 @@ def run_quickstart(
                     f"(service log: {log_path})"
                 )
             result = api.get(f"/v1/analyses/{analysis['id']}/results")
-    for shown in result_tables(result, title="per-layer intrinsic dimension"):
-        console.print(shown)
-    url = f"{base}/v1/analyses/{analysis['id']}"
+            for shown in result_tables(result, title="per-layer intrinsic dimension"):
+                console.print(shown)
+            report = api.save(f"/v1/analyses/{analysis['id']}/report", root)
+            console.print(f"\nHTML report: {report}", highlight=False, soft_wrap=True)
+            _print_urls(console, base, analysis["id"], token, result)
+            if keep_running:
+                console.print("serving until Ctrl-C", highlight=False)
+                _wait_for_interrupt()
+    return result
+
+
+def _print_urls(
+    console: Console, base: str, analysis_id: str, token: str, result: dict[str, Any]
+) -> None:
+    url = f"{base}/v1/analyses/{analysis_id}"
+    pngs = [
+        f"  {url}/artifacts/{png}  attribution maps at {entry['layer']}"
+        for entry in result.get("attribution") or []
+        for png in entry["files"]["png"]
+    ]
     console.print(
-        f"\nStart the service again with `bottlelens serve --embedded --port {port}`"
-        " and look at (header Authorization: Bearer <the key above>):\n"
-        f"  {base}/v1/docs  the API, to try out\n"
+        "\nThe service answers now (every /v1 URL but the docs wants the key):\n"
+        f"  {base}/v1/docs  the API, to try out (Authorize: the key above)\n"
         f"  {url}  status and progress\n"
+        f"  {url}/report  the HTML report\n"
         f"  {url}/results  the whole result\n"
-        f"  {url}/layers  per-layer rows"
-        + "".join(
-            f"\n  {url}/artifacts/{png}  attribution maps at {entry['layer']}"
-            for entry in result.get("attribution") or []
-            for png in entry["files"]["png"]
-        ),
+        f"  {url}/layers  per-layer rows\n" + "\n".join(pngs) + "\nfrom a shell:\n"
+        f'  curl -H "Authorization: Bearer {token}" {url}/report -o report.html',
         highlight=False,
         soft_wrap=True,
     )
-    return result
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
 
 
 class _Api:
@@ -120,6 +151,15 @@ class _Api:
 
     def post(self, path: str, **kwargs: Any) -> dict[str, Any]:
         return self._check(self.http.post(path, **kwargs))
+
+    def save(self, path: str, folder: Path) -> Path:
+        """The body of ``GET path`` in ``folder``, named as the path's last part."""
+        response = self.http.get(path)
+        if not response.is_success:
+            self._check(response)
+        target = folder / f"quickstart-{path.rsplit('/', 1)[-1]}.html"
+        target.write_bytes(response.content)
+        return target
 
     def upload_model(
         self, weights: Path, architecture: str, config: dict[str, Any]
@@ -151,6 +191,17 @@ class _Api:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         deadline = time.monotonic() + timeout_s
+        if not console.is_terminal:  # a log or a pipe: a line per stage
+            from workers.progress import FractionLines
+
+            lines = FractionLines(lambda line: console.print(line, highlight=False))
+            while time.monotonic() < deadline:
+                obj = self.get(f"/v1/analyses/{analysis_id}")
+                lines(obj["stage"] or obj["status"], obj["progress"])
+                if obj["status"] in ("succeeded", "failed", "cancelled"):
+                    return obj
+                time.sleep(0.3)
+            raise QuickstartError(f"the analysis did not finish in {timeout_s} s")
         with Progress(
             TextColumn("analysis {task.description:<10}"),
             BarColumn(),
