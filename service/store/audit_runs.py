@@ -31,8 +31,6 @@ from service.models import (
     AuditRunRow,
     LayerRow,
     MetricRow,
-    ModelRow,
-    SeriesCheckpointRow,
     TeamRow,
     utcnow,
 )
@@ -41,6 +39,7 @@ from service.settings import Settings
 from service.store._common import _new_id
 from service.store.analyses import create_analysis
 from service.store.audits import RUN_LIMIT, runs_in_last_day, schedule_of
+from service.store.series import series_latest_model
 
 FINISHED = ("pass", "alert")
 
@@ -141,16 +140,7 @@ def _model_of(session: Session, audit: AuditRow) -> str | None:
         return audit.model_id
     if audit.series_id is None:
         return None
-    return session.scalar(
-        select(SeriesCheckpointRow.model_id)
-        .join(ModelRow, ModelRow.id == SeriesCheckpointRow.model_id)
-        .where(
-            SeriesCheckpointRow.series_id == audit.series_id,
-            ModelRow.status == "ready",
-        )
-        .order_by(SeriesCheckpointRow.step.desc())
-        .limit(1)
-    )
+    return series_latest_model(session, audit.series_id, ready_only=True)
 
 
 def start_audit_run(

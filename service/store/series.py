@@ -200,19 +200,32 @@ def list_checkpoints(
     )
 
 
-def latest_checkpoint(session: Session, team_id: str, series_id: str) -> str | None:
-    """The model id of the series' checkpoint with the highest step, if any."""
+def latest_checkpoint(
+    session: Session, team_id: str, series_id: str, *, ready_only: bool = False
+) -> str | None:
+    """The model id of the series' checkpoint with the highest step, if any
+    (``ready_only``: among those that passed validation)."""
     _owned_series(session, team_id, series_id)
-    return session.scalar(
+    return series_latest_model(session, series_id, ready_only=ready_only)
+
+
+def series_latest_model(
+    session: Session, series_id: str, *, ready_only: bool = False
+) -> str | None:
+    """``latest_checkpoint`` without the ownership check, for the scheduler."""
+    query = (
         select(SeriesCheckpointRow.model_id)
         .join(ModelRow, ModelRow.id == SeriesCheckpointRow.model_id)
         .where(SeriesCheckpointRow.series_id == series_id)
-        .order_by(
+    )
+    if ready_only:
+        query = query.where(ModelRow.status == "ready")
+    return session.scalar(
+        query.order_by(
             SeriesCheckpointRow.step.desc(),
             ModelRow.created_at.desc(),
             ModelRow.id.desc(),
-        )
-        .limit(1)
+        ).limit(1)
     )
 
 
