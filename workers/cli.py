@@ -45,6 +45,7 @@ ThreadsOption = Annotated[
     int | None,
     typer.Option(
         min=1,
+        metavar="N",
         help="Torch threads (numpy's BLAS runs one inside each). Default: "
         "OMP_NUM_THREADS, else the cores this process may use.",
     ),
