@@ -200,3 +200,25 @@ def test_the_worker_leaves_the_report_beside_the_maps(tmp_path: Path, caplog) ->
     blocked.write_text("")
     _write_report(report_result(), blocked)  # logged, never raised
     assert "could not write the HTML report" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["analyze"],
+        ["report"],
+        ["demo"],
+        ["quickstart"],
+        ["worker"],
+        ["scheduler"],
+        ["architectures"],
+        ["teams", "list"],
+        ["keys", "list"],
+    ],
+    ids=" ".join,
+)
+def test_help_fits_80_columns_uncut(command: list[str]) -> None:
+    out = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    assert max(len(line) for line in out.output.splitlines()) <= 80
+    assert "…" not in out.output, out.output
