@@ -63,7 +63,11 @@ def save_grid(
 ) -> str:
     """One row per sample, one column per (title, maps (n, ...)) pair; a PNG."""
     n = len(columns[0][1])
-    fig = Figure(figsize=(2.0 * len(columns), 2.0 * n + 0.6), dpi=80)
+    # constrained layout keeps the title above the first row; the HTML report
+    # draws these maps with colour bars and the true labels
+    fig = Figure(
+        figsize=(2.0 * len(columns), 2.0 * n + 0.6), dpi=120, layout="constrained"
+    )
     fig.suptitle(title, fontsize=10)
     for row in range(n):
         for col, (name, maps) in enumerate(columns):
@@ -87,7 +91,6 @@ def save_grid(
                 ax.set_title(name, fontsize=9)
             if col == 0 and row_labels is not None:
                 ax.set_ylabel(row_labels[row], fontsize=8)
-    fig.tight_layout()
     _atomic_write(out_dir, filename, lambda f: fig.savefig(f, format="png"))
     return filename
 
