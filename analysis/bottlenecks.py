@@ -412,7 +412,7 @@ class _Shallow(fx.Tracer):
         return True
 
 
-class _KeepLayer(fx.Tracer):
+class KeepLayer(fx.Tracer):
     """The default tracer, but the layer of interest stays one ``call_module``."""
 
     def __init__(self, layer: str) -> None:
@@ -429,7 +429,7 @@ def _trace(model: nn.Module, block: str, target: str) -> fx.GraphModule | None:
     root = model.get_submodule(block) if block else model
     relative = target[len(block) + 1 :] if block else target
     try:
-        graph = _KeepLayer(relative).trace(root)
+        graph = KeepLayer(relative).trace(root)
     except Exception:  # fx raises many kinds on dynamic control flow
         return None
     return fx.GraphModule(root, graph)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from analysis.bottlenecks import KeepLayer
 from analysis.errors import DataError
 from analysis.hooks import module_name
 from analysis.similarity import _hsic_unbiased
@@ -63,17 +64,6 @@ class SkipStatistics:
     cka_reason: str | None
 
 
-class _KeepLayer(fx.Tracer):
-    def __init__(self, layer: str) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return module_qualified_name == self.layer or super().is_leaf_module(
-            m, module_qualified_name
-        )
-
-
 def find_join(model: nn.Module, record: str, block: str) -> Join | None:
     """The join of the skip around the call ``record`` (``name`` or
     ``name#k``), searching from ``block`` up to the model; ``None`` when there is
@@ -84,7 +74,7 @@ def find_join(model: nn.Module, record: str, block: str) -> Join | None:
         root = model.get_submodule(block) if block else model
         relative = target[len(block) + 1 :] if block else target
         try:
-            graph = fx.GraphModule(root, _KeepLayer(relative).trace(root))
+            graph = fx.GraphModule(root, KeepLayer(relative).trace(root))
         except Exception:  # fx raises many kinds on dynamic control flow
             return None
         join = _join(graph, relative, call)

@@ -65,14 +65,13 @@ class DatasetsPublic(BaseModel):
     count: int
 
 
-class AnalysisCreate(BaseModel):
-    """What to analyse; ``config`` is the analysis config (``contract.config``),
-    checked and completed with its defaults before anything is queued; its
-    ``device`` picks the queue."""
+class AnalysisConfigBody(BaseModel):
+    """A dataset and an analysis config (``contract.config``), checked and
+    completed with its defaults before anything is queued; its ``device`` picks
+    the queue."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model_id: str = Field(min_length=1, max_length=64)
     dataset_id: str = Field(min_length=1, max_length=64)
     config: dict[str, Any] = Field(
         default_factory=dict, json_schema_extra=config_schema()
@@ -88,6 +87,12 @@ class AnalysisCreate(BaseModel):
     @property
     def queue(self) -> str:
         return analysis_queue(self.config.get("device", "auto"))
+
+
+class AnalysisCreate(AnalysisConfigBody):
+    """What to analyse: a ready model on a ready dataset, with a config."""
+
+    model_id: str = Field(min_length=1, max_length=64)
 
 
 class AnalysisPublic(BaseModel):

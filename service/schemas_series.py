@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from contract.architectures import architecture_names
-from contract.config import config_schema
-from contract.tasks import analysis_queue
 from service.errors import InvalidInput
-from service.schemas import AnalysisCreate, ModelPublic, _finite
+from service.schemas import AnalysisConfigBody, AnalysisCreate, ModelPublic
 
 Order = Literal["step", "tag"]
 ExportFormat = Literal["csv", "json", "parquet"]
@@ -138,26 +136,8 @@ class CheckpointsPublic(BaseModel):
     count: int
 
 
-class SeriesAnalysesCreate(BaseModel):
+class SeriesAnalysesCreate(AnalysisConfigBody):
     """One analysis config and dataset for every checkpoint of the series."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset_id: str = Field(min_length=1, max_length=64)
-    config: dict[str, Any] = Field(
-        default_factory=dict, json_schema_extra=config_schema()
-    )
-
-    @field_validator("config")
-    @classmethod
-    def _json_ready(cls, config: dict[str, Any]) -> dict[str, Any]:
-        if not _finite(config):
-            raise ValueError("config holds NaN or Infinity; use finite numbers")
-        return config
-
-    @property
-    def queue(self) -> str:
-        return analysis_queue(self.config.get("device", "auto"))
 
     def for_model(self, model_id: str) -> AnalysisCreate:
         return AnalysisCreate(
