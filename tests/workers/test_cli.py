@@ -19,7 +19,8 @@ def test_demo_trains_analyses_and_writes_result_and_picture(tmp_path) -> None:
         app, ["demo", "--workdir", str(tmp_path), "--samples", "400", "--device", "cpu"]
     )
     assert out.exit_code == 0, out.output
-    assert "ID twonn" in out.output and "bottlenecks" in out.output
+    assert "twonn" in out.output and "bottlenecks" in out.output
+    assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
     result = json.loads((tmp_path / "result.json").read_text())
     assert any(layer["is_bottleneck"] for layer in result["layers"])
     png = (tmp_path / "profile.png").read_bytes()
