@@ -9,10 +9,18 @@ squared error otherwise). The neck is the model's narrowest bottleneck
 (:func:`analysis.bottlenecks.find_bottlenecks`) unless one is named. Splits are
 the user's own (``(x, y)`` pairs) or drawn by :func:`draw_split` from a seed that
 the caller stores with the table.
+
+The interval of a gap counts the evaluation samples only (not the randomness of
+training): for accuracy, Newcombe's hybrid score interval of a difference of two
+independent proportions (Newcombe 1998, "Interval estimation for the difference
+between independent proportions", method 10: Wilson intervals of each side
+combined); for loss, the difference of two means +- 1.96 standard errors
+(Welch's normal approximation). Both are 95% intervals.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,7 +34,15 @@ from analysis.capture import capture, profile
 from analysis.errors import InvalidInputError
 from analysis.intrinsic_dimension import estimate_id
 
-__all__ = ["CapacityModel", "capacity_table", "draw_split"]
+__all__ = [
+    "CapacityModel",
+    "capacity_table",
+    "draw_split",
+    "generalisation_gap",
+    "per_sample_scores",
+]
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (x (N, ...), y (N,) or (N, k))
 
@@ -93,8 +109,8 @@ def capacity_table(
     -------
     list[dict]
         One row per model in increasing width: ``width``, ``layer``, ``score``,
-        ``train``, ``held_out``, ``gap``, and ``id`` (a metric row with its
-        interval, as a dict).
+        ``train``, ``held_out``, ``gap`` with its 95% interval ``gap_ci`` (module
+        docstring), and ``id`` (a metric row with its interval, as a dict).
 
     Example
     -------
@@ -108,8 +124,11 @@ def capacity_table(
         raise InvalidInputError("capacity_table needs at least one model")
     rows = []
     for entry in sorted(entries, key=lambda e: e.width):
-        train = _score(entry.model, *entry.train, score, batch_size)
-        held = _score(entry.model, *entry.held_out, score, batch_size)
+        gap = generalisation_gap(
+            per_sample_scores(entry.model, *entry.train, score, batch_size),
+            per_sample_scores(entry.model, *entry.held_out, score, batch_size),
+            score,
+        )
         x_held = entry.held_out[0][:samples]
         layer = entry.layer or _neck(entry.model, x_held, factor)
         acts = capture(entry.model, x_held, names=[layer], batch_size=batch_size)
@@ -119,9 +138,10 @@ def capacity_table(
                 "width": entry.width,
                 "layer": layer,
                 "score": score,
-                "train": train,
-                "held_out": held,
-                "gap": train - held if score == "accuracy" else held - train,
+                "train": gap["train"],
+                "held_out": gap["held_out"],
+                "gap": gap["gap"],
+                "gap_ci": (gap["ci_low"], gap["ci_high"]),
                 "id": row.model_dump(),
             }
         )
@@ -137,23 +157,118 @@ def _neck(model: nn.Module, x: torch.Tensor, factor: float) -> str:
     return min(found, key=lambda b: b.width).layer
 
 
-def _score(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, score: str, batch_size: int
-) -> float:
+def per_sample_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    score: Literal["accuracy", "loss"],
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Each sample's score, ``(N,)`` float64 on the CPU.
+
+    ``accuracy``: 1 where ``argmax`` of the output is the class label ``y``, else
+    0. ``loss``: the cross-entropy against class labels (integer ``y``), or the
+    mean squared error over the output's elements against real targets ``y``
+    (``(N, ...)`` with the output's size per sample; ``y = x`` scores a
+    reconstruction). The model runs in eval mode under ``no_grad`` on its own
+    device, in batches of ``batch_size``, and keeps the mode it had.
+    """
+    classes = not y.is_floating_point()
+    if score == "accuracy" and not classes:
+        raise InvalidInputError("accuracy needs class labels: use score='loss'")
+    device = next(
+        (p.device for p in [*model.parameters(), *model.buffers()]),
+        torch.device("cpu"),
+    )
     was = model.training
     model.eval()
+    parts = []
     try:
         with torch.no_grad():
-            out = torch.cat(
-                [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-            )  # (N, classes) or (N, ...)
+            for i in range(0, len(x), batch_size):
+                # (b, classes) or (b, ...)
+                out = model(x[i : i + batch_size].to(device))
+                if not isinstance(out, torch.Tensor):
+                    raise InvalidInputError(
+                        f"the model's output is a {type(out).__name__}, not a tensor"
+                    )
+                target = y[i : i + batch_size].to(device)
+                parts.append(_per_sample(out.float(), target, score, classes).cpu())
     finally:
         model.train(was)
-    classes = not y.is_floating_point()
+    return torch.cat(parts).double()  # (N,)
+
+
+def _per_sample(
+    out: torch.Tensor, y: torch.Tensor, score: str, classes: bool
+) -> torch.Tensor:
     if score == "accuracy":
-        if not classes:
-            raise InvalidInputError("accuracy needs class labels: use score='loss'")
-        return float((out.argmax(1) == y).float().mean())
+        return (out.argmax(1) == y).float()  # (b,)
     if classes:
-        return float(F.cross_entropy(out.float(), y))
-    return float(F.mse_loss(out.float(), y.float().reshape(out.shape)))
+        return F.cross_entropy(out, y, reduction="none")  # (b,)
+    if y[0].numel() != out[0].numel():
+        raise InvalidInputError(
+            f"targets of {y[0].numel()} values per sample cannot score an output of "
+            f"{out[0].numel()}"
+        )
+    err = (out.flatten(1) - y.float().flatten(1)) ** 2  # (b, D)
+    return err.mean(1)
+
+
+def generalisation_gap(
+    train: torch.Tensor, held_out: torch.Tensor, score: Literal["accuracy", "loss"]
+) -> dict[str, Any]:
+    """The gap between per-sample scores ``train`` (n1,) and ``held_out`` (n2,),
+    positive when the model does better on its training data, with a 95% interval.
+
+    ``accuracy`` (scores 0/1): ``p1 - p2`` and Newcombe's hybrid score interval
+    (method 10): with Wilson intervals ``[l1, u1]``, ``[l2, u2]`` of each side,
+    ``[d - sqrt((p1 - l1)^2 + (u2 - p2)^2), d + sqrt((u1 - p1)^2 + (p2 - l2)^2)]``.
+    ``loss``: ``mean2 - mean1`` +- 1.96 ``sqrt(s1^2 / n1 + s2^2 / n2)``.
+
+    Returns ``gap``, ``ci_low``, ``ci_high``, ``train``, ``held_out`` (the mean
+    score of each side), ``n_train``, ``n_held_out`` and ``interval`` (its name).
+
+    Example
+    -------
+    >>> g = generalisation_gap(torch.ones(70), torch.zeros(80), "accuracy")
+    >>> round(g["gap"], 3)
+    1.0
+    """
+    n1, n2 = len(train), len(held_out)
+    if n1 < 2 or n2 < 2:
+        raise InvalidInputError(
+            f"a gap needs at least 2 samples on each side, got {n1} and {n2}"
+        )
+    m1, m2 = float(train.double().mean()), float(held_out.double().mean())
+    if score == "accuracy":
+        d = m1 - m2
+        l1, u1 = _wilson(m1, n1)
+        l2, u2 = _wilson(m2, n2)
+        low = d - math.sqrt((m1 - l1) ** 2 + (u2 - m2) ** 2)
+        high = d + math.sqrt((u1 - m1) ** 2 + (m2 - l2) ** 2)
+        interval = "Newcombe hybrid score (method 10), 95%"
+    else:
+        d = m2 - m1
+        se = math.sqrt(
+            float(train.double().var()) / n1 + float(held_out.double().var()) / n2
+        )
+        low, high = d - Z95 * se, d + Z95 * se
+        interval = "difference of means +- 1.96 standard errors (Welch), 95%"
+    return {
+        "gap": d,
+        "ci_low": low,
+        "ci_high": high,
+        "train": m1,
+        "held_out": m2,
+        "n_train": n1,
+        "n_held_out": n2,
+        "interval": interval,
+    }
+
+
+def _wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval of a proportion ``p`` observed on ``n`` trials."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half

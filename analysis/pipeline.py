@@ -173,6 +173,8 @@ def analyse(
         bottlenecks=bottlenecks,
         auto_layers=auto,
         artifacts_dir=None if artifacts_dir is None else Path(artifacts_dir),
+        data_x=x,
+        data_y=y,
     )
     _measure_layers(ctx, families, neck_layers, report, warnings, timer, fatal)
     sections = _sections(ctx, families, report, warnings, timer, fatal)

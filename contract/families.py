@@ -263,4 +263,74 @@ FAMILIES["latent"] = FamilySpec(
     section="latent",
 )
 
+
+class CapacitySection(Section):
+    """The split of the dataset's rows the generalisation gap is measured on.
+
+    ``split``: ``"drawn"`` holds out ``held_out_fraction`` of the rows by a
+    permutation seeded with the run's ``seed`` (``analysis.capacity.draw_split``
+    gives the same split to train on); ``"indices"`` or ``"fractions"``: ``train``
+    and ``held_out`` are ``[start, stop)`` of each part, as row indices or as
+    fractions of the dataset, e.g. ``[0, 0.8]`` and ``[0.8, 1]``. ``scores``:
+    ``accuracy`` (class labels) and ``loss``; ``target``: ``auto`` (the input
+    when the output has its size, else the labels), ``labels`` or ``input``;
+    ``max_samples``: at most this many rows of each part are scored (seeded)."""
+
+    split: Literal["drawn", "indices", "fractions"] = "drawn"
+    train: tuple[float, float] | None = None
+    held_out: tuple[float, float] | None = None
+    held_out_fraction: float = Field(default=0.2, gt=0, lt=1)
+    scores: tuple[Literal["accuracy", "loss"], ...] = Field(
+        default=("accuracy", "loss"), min_length=1
+    )
+    target: Literal["auto", "labels", "input"] = "auto"
+    max_samples: Int = Field(default=20000, ge=10)
+
+    @field_validator("train", "held_out", "scores", mode="before")
+    @classmethod
+    def _json_lists(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CapacitySection:
+        parts = {"train": self.train, "held_out": self.held_out}
+        if self.split == "drawn":
+            given = [k for k, v in parts.items() if v is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: a drawn split takes held_out_fraction; "
+                    'name ranges with split "indices" or "fractions"'
+                )
+            return self
+        problems = []
+        for part, pair in parts.items():
+            if pair is None:
+                problems.append(f"{part}: split {self.split!r} needs [start, stop)")
+            elif not 0 <= pair[0] < pair[1]:
+                problems.append(f"{part}: needs 0 <= start < stop, got {list(pair)}")
+            elif self.split == "fractions" and pair[1] > 1:
+                problems.append(f"{part}: fractions lie in [0, 1], got {list(pair)}")
+            elif self.split == "indices" and not all(v.is_integer() for v in pair):
+                problems.append(f"{part}: row indices are integers, got {list(pair)}")
+        if not problems and self.train and self.held_out:
+            (a, b), (c, d) = self.train, self.held_out
+            if a < d and c < b:
+                problems.append("train and held_out overlap")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+FAMILIES["capacity"] = FamilySpec(
+    "capacity",
+    CapacitySection,
+    "the generalisation gap (train minus held-out accuracy, held-out minus train "
+    "loss) on a named or drawn split, next to the ID at the narrowest neck",
+    needs_labels="optional",
+    min_samples=2,
+    metrics=("generalisation_gap",),
+    section="capacity",
+    after=("id",),
+)
+
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)

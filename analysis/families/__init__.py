@@ -36,7 +36,9 @@ class Context:
     ``auto_layers``: the names ``layers="auto"`` selects (for families that look
     at blocks and stages only); ``layers``: the result's layer records, filled as
     the per-layer families run; ``cache``: per-run values a family computes once;
-    ``sections``: the result sections computed so far (a family's ``after`` ones).
+    ``sections``: the result sections computed so far (a family's ``after`` ones);
+    ``data_x`` / ``data_y``: the whole dataset where it was given, not only the
+    run's samples (``capacity`` scores a split of its rows), else ``None``.
     """
 
     model: nn.Module
@@ -51,6 +53,8 @@ class Context:
     layers: list[Any] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
     sections: dict[str, Any] = field(default_factory=dict)
+    data_x: torch.Tensor | None = None
+    data_y: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -120,6 +124,7 @@ def void(
 # The families register themselves on import.
 from analysis.families import (  # noqa: E402, F401
     attribution,
+    capacity,
     cka,
     id,
     latent,
