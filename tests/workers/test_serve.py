@@ -168,8 +168,12 @@ def test_quickstart_runs_the_rest_api_end_to_end_and_stops(tmp_path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert leftover == []
     text = out.stdout
-    assert "per-layer intrinsic dimension" in text and "ID twonn" in text
+    assert "per-layer intrinsic dimension" in text and "twonn" in text
     assert "bottlenecks" in text and "fc2" in text  # the demo's 8-wide layer
     assert f"http://127.0.0.1:{port}/v1/analyses/" in text and "/results" in text
-    assert "stopping the service" in text
+    # the URLs and a curl line with the key come while the service still answers
+    assert text.index("/report -o report.html") < text.index("stopping the service")
+    assert 'curl -H "Authorization: Bearer bl_' in text
+    report = tmp_path / ".bottlelens" / "quickstart-report.html"
+    assert report.read_text().count('data-figure="') >= 5
     assert time.monotonic() - started < 300
