@@ -269,7 +269,12 @@ _HEADLINE = {
 def _from_section(ctx: Context, key: str, neck: Bottleneck, question: str) -> Answer:
     """An answer another family measured: the entry of section ``key`` whose
     ``layer`` is the neck, its rows (``metrics``) as sources, its headline the
-    row whose metric holds the question's first word (``_HEADLINE``, in order)."""
+    first row with a value whose metric holds the question's first word
+    (``_HEADLINE``, in order). A row that names its own ``layer`` lives in that
+    layer's rows (``capacity``: the gap on the output layer, the ID at the neck);
+    any other lives in the section. A section that is a dict with ``necks``
+    answers only at those necks (``capacity``: the narrowest); its ``reason``
+    says why it holds none."""
     if key not in ctx.sections:
         return _na(question, f"{key} did not run")
     found = ctx.sections[key]
@@ -279,10 +284,12 @@ def _from_section(ctx: Context, key: str, neck: Bottleneck, question: str) -> An
         None,
     )
     if entry is None:
-        return _na(question, f"{key} has no entry for this neck")
+        return _na(question, _no_entry(key, found, entries))
     rows = [m for m in entry.get("metrics") or [] if isinstance(m, dict)]
     words = _HEADLINE[question]
-    head = next((m for w in words for m in rows if w in str(m.get("metric", ""))), None)
+    matching = [m for w in words for m in rows if w in str(m.get("metric", ""))]
+    head = next((m for m in matching if m.get("value") is not None), None)
+    head = head or (matching[0] if matching else None)
     if head is None:
         return _na(question, entry.get("reason") or f"{key} has no row for it")
     return Answer(
@@ -296,11 +303,20 @@ def _from_section(ctx: Context, key: str, neck: Bottleneck, question: str) -> An
         reason=head.get("reason"),
         sources=[
             Source(
-                layer=neck.layer,
+                layer=str(m.get("layer") or neck.layer),
                 metric=str(m.get("metric")),
                 estimator=str(m.get("estimator")),
-                section=key,
+                section=None if m.get("layer") else key,
             )
             for m in rows
         ],
     )
+
+
+def _no_entry(key: str, found: Any, entries: list[Any]) -> str:
+    if isinstance(found, dict) and found.get("reason"):
+        return str(found["reason"])
+    if isinstance(found, dict) and entries:
+        at = ", ".join(str(e.get("layer")) for e in entries if isinstance(e, dict))
+        return f"{key} answers at the narrowest neck, {at}"
+    return f"{key} has no entry for this neck"

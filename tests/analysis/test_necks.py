@@ -181,3 +181,59 @@ def test_answers_of_other_families_link_their_rows() -> None:
     assert _from_section(ctx, "capacity", neck, "capacity").reason == (
         "capacity did not run"
     )
+
+
+def test_capacity_answers_at_the_narrowest_neck_with_the_rows_it_read() -> None:
+    """A capacity section as the family writes it: the headline is the first gap
+    row with a value (accuracy is null here: the loss), the sources name the
+    output layer's gap rows and the neck's ID row where they live; another neck
+    gets the reason; a failed section passes its reason on."""
+    from types import SimpleNamespace
+
+    from analysis.families.necks import _from_section
+
+    rows = [
+        {
+            "metric": "generalisation_gap",
+            "estimator": "accuracy",
+            "value": None,
+            "reason": "accuracy needs class labels; the target is the input",
+            "layer": "dec",
+        },
+        {
+            "metric": "generalisation_gap",
+            "estimator": "loss",
+            "value": 0.25,
+            "ci_low": 0.2,
+            "ci_high": 0.3,
+            "layer": "dec",
+        },
+        {
+            "metric": "intrinsic_dimension",
+            "estimator": "twonn",
+            "value": 1.9,
+            "layer": "z",
+        },
+    ]
+    section = {"necks": [{"layer": "z", "width": 2, "metrics": rows}], "reason": None}
+    ctx = SimpleNamespace(sections={"capacity": section})
+    answer = _from_section(ctx, "capacity", SimpleNamespace(layer="z"), "capacity")
+    assert (answer.metric, answer.estimator, answer.value) == (
+        "generalisation_gap",
+        "loss",
+        0.25,
+    )
+    assert (answer.ci_low, answer.ci_high, answer.verdict) == (0.2, 0.3, "measured")
+    assert [(s.layer, s.metric, s.section) for s in answer.sources] == [
+        ("dec", "generalisation_gap", None),
+        ("dec", "generalisation_gap", None),
+        ("z", "intrinsic_dimension", None),
+    ]
+    wider = _from_section(ctx, "capacity", SimpleNamespace(layer="y"), "capacity")
+    assert wider.verdict == "not applicable"
+    assert wider.reason == "capacity answers at the narrowest neck, z"
+    failed = SimpleNamespace(sections={"capacity": {"necks": [], "reason": "boom"}})
+    assert (
+        _from_section(failed, "capacity", SimpleNamespace(layer="z"), "capacity").reason
+        == "boom"
+    )
