@@ -14,12 +14,15 @@ import math
 import os
 import socket
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from celery.exceptions import SoftTimeLimitExceeded
+from celery import signals
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from sqlalchemy.exc import OperationalError
 
 from analysis import analyse, load_dataset, load_model
 from analysis.datasets import Dataset
@@ -224,8 +227,7 @@ def run_analysis(self: Any, analysis_id: str) -> str:
             )
             lease.check()
             _write_report(result, artifacts_dir(settings.storage_dir, analysis_id))
-        with session_scope() as session:
-            saved = store.save_results(session, analysis_id, holder, result)
+        saved = _save(analysis_id, holder, result)
     except AnalysisStopped:
         log.info("analysis %s: stopped (cancelled or lease lost)", analysis_id)
         return "stopped"
@@ -241,6 +243,40 @@ def run_analysis(self: Any, analysis_id: str) -> str:
         _release_gpu_memory()
         _end_audit_runs(analysis_id)
     return "succeeded" if saved else "skipped"
+
+
+# A dropped database connection at save time (a restart, a failover,
+# pg_terminate_backend) is tried again after these pauses: the save is one
+# transaction, so a failed try left nothing behind.
+SAVE_RETRY_S = (1.0, 3.0)
+
+
+def _save(analysis_id: str, holder: str, result: dict[str, Any]) -> bool:
+    for pause in (*SAVE_RETRY_S, None):
+        try:
+            with session_scope() as session:
+                return store.save_results(session, analysis_id, holder, result)
+        except OperationalError:
+            if pause is None:
+                raise
+            log.warning("analysis %s: saving failed, again in %g s", analysis_id, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+@signals.task_failure.connect(sender=run_analysis)
+def _on_hard_time_limit(
+    exception: BaseException | None = None, args: Any = None, **_: Any
+) -> None:
+    """The hard limit killed the pool process (the analysis ignored the soft one):
+    the worker's main process records the failure, else the analysis would stay
+    running until its lease ran out and be run again to the same end."""
+    if not isinstance(exception, TimeLimitExceeded) or not args:
+        return
+    code, message = _failure(exception)
+    with session_scope() as session:
+        store.fail_analysis(session, str(args[0]), code=code, message=message)
+    _end_audit_runs(str(args[0]))
 
 
 def _write_report(result: dict[str, Any], folder: Path) -> None:
@@ -320,7 +356,7 @@ def run_job(
 
 
 def _failure(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, SoftTimeLimitExceeded):
+    if isinstance(exc, SoftTimeLimitExceeded | TimeLimitExceeded):
         limit = get_settings().task_time_limit_s
         return "time_limit", (
             f"the analysis ran past the time limit of about {limit} s; analyse fewer "

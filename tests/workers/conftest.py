@@ -122,15 +122,22 @@ class Stack:
         *,
         slow_s: float | None = None,
         beat: bool = False,
+        app: str | None = None,
+        pool: str = "solo",
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A solo worker on both queues; ``slow_s`` sleeps in every progress report
-        (``tests.workers.slow_app``); ``beat`` runs the reconciler's schedule too."""
+        """A worker on both queues (one process: ``pool`` solo, or prefork with one
+        child); ``slow_s`` sleeps in every progress report
+        (``tests.workers.slow_app``); ``beat`` runs the reconciler's schedule too;
+        ``app`` and ``env`` pick another app module and add variables."""
         n = len(self.workers)
         log = self.tmp / f"worker{n}.log"
-        app = "workers.celery_app" if slow_s is None else "tests.workers.slow_app"
+        if app is None:
+            app = "workers.celery_app" if slow_s is None else "tests.workers.slow_app"
         extra_env = {} if slow_s is None else {"BOTTLELENS_TEST_DELAY_S": str(slow_s)}
+        extra_env |= env or {}
         cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "gpu,cpu"]
-        cmd += ["-c", "1", "--pool", "solo", "--loglevel", "info"]
+        cmd += ["-c", "1", "--pool", pool, "--loglevel", "info"]
         if beat:
             cmd += ["--beat", "--schedule", str(self.tmp / f"beat{n}")]
         cmd += ["--hostname", f"w{n}-{uuid.uuid4().hex[:6]}@test", "--without-mingle"]
