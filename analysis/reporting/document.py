@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from analysis.reporting import figures as fg
+from analysis.reporting import tables as tb
 from analysis.reporting.maps import artifact, attribution_figure, map_columns
-from contract.necks import NOT_APPLICABLE, QUESTIONS
-from contract.result import FLAGS
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",
@@ -34,82 +32,6 @@ dt{font-weight:600}dd{margin:0;word-break:break-all}
 body{max-width:none;padding:0}}
 """
 Section = tuple[str, str, str]  # (id, heading, html)
-
-
-class _Notes:
-    """Reasons of ``null`` values as numbered footnotes, each reason once."""
-
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def ref(self, reason: str) -> str:
-        if reason not in self.reasons:
-            self.reasons.append(reason)
-        return f"<sup>{self.reasons.index(reason) + 1}</sup>"
-
-    def html(self) -> str:
-        if not self.reasons:
-            return ""
-        items = "".join(f"<li>{escape(r)}</li>" for r in self.reasons)
-        return f'<ol class="fn">{items}</ol>'
-
-
-def _cell(m: dict[str, Any] | None, notes: _Notes) -> str:
-    if m is None:
-        return ""
-    if m.get("value") is None:
-        return "n/a" + notes.ref(m.get("reason") or "not finite")
-    text = f"{m['value']:.3g}"
-    if m.get("ci_low") is not None and m.get("ci_high") is not None:
-        text += f" [{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
-    marks = [f for f in (m.get("flags") or []) if f in ("low_samples", "near_ceiling")]
-    if marks:
-        refs = ",".join(notes.ref(f"{f}: {FLAGS[f]}")[5:-6] for f in marks)
-        text += f"<sup>{refs}</sup>"
-    return text
-
-
-def _table(
-    head: Sequence[str],
-    body: Sequence[Sequence[str]],
-    necks: Sequence[bool] = (),
-    notes: _Notes | None = None,
-) -> str:
-    """A table whose cells are HTML already, the first column left-aligned. With
-    ``notes``, a column with no value in any row (empty or n/a) is left out and a
-    note says so."""
-    keep = [0]
-    for j in range(1, len(head)):
-        cells = [r[j] for r in body]
-        if notes is not None and all(c == "" or c.startswith("n/a") for c in cells):
-            marks = sorted({c[8:-6] for c in cells if c})  # n/a<sup>k</sup>
-            if marks:
-                notes.ref(
-                    f"{head[j]}: no value at any row (see note {', '.join(marks)})"
-                )
-            continue
-        if notes is not None or any(cells):
-            keep.append(j)
-    th = "".join(
-        f'<th class="{"l" if j == 0 else ""}">{escape(head[j])}</th>' for j in keep
-    )
-    trs = []
-    for i, r in enumerate(body):
-        cls = ' class="neck"' if i < len(necks) and necks[i] else ""
-        tds = "".join(f'<td class="{"l" if j == 0 else ""}">{r[j]}</td>' for j in keep)
-        trs.append(f"<tr{cls}>{tds}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(trs)}</tbody></table>"
-
-
-def _estimators(result: dict[str, Any], metrics: Sequence[str]) -> list[str]:
-    return list(
-        dict.fromkeys(
-            m["estimator"]
-            for layer in result["layers"]
-            for m in layer["metrics"]
-            if m["metric"] in metrics
-        )
-    )
 
 
 def _dl(items: dict[str, Any]) -> str:
@@ -149,77 +71,7 @@ def _overview(result: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _layer_rows(result: dict[str, Any], notes: _Notes) -> str:
-    ests = _estimators(result, ["intrinsic_dimension"])
-    head = [
-        "layer",
-        "#",
-        "module",
-        "shape",
-        "width",
-        "neck",
-        *(f"ID {e}" for e in ests),
-    ]
-    body, necks = [], []
-    for layer in result["layers"]:
-        by = fg.rows(layer, "intrinsic_dimension")
-        width = str(layer["width"])
-        if layer.get("projected_to"):
-            width += f" → {layer['projected_to']}"
-        body.append(
-            [
-                escape(layer["name"]),
-                str(layer["index"]),
-                escape(layer["module"]),
-                "×".join(str(s) for s in layer["shape"]),
-                width,
-                "◆" if layer["is_bottleneck"] else "",
-                *(_cell(by.get(e), notes) for e in ests),
-            ]
-        )
-        necks.append(layer["is_bottleneck"])
-    return _table(head, body, necks, notes)
-
-
-def _bottleneck_rows(result: dict[str, Any]) -> str:
-    if not result["bottlenecks"]:
-        return (
-            '<p class="note">No bottleneck: no layer narrows by the factor '
-            "and widens.</p>"
-        )
-    head = ["layer", "block", "width in", "width", "width out", "ratio", "kind", "skip"]
-    body = [
-        [
-            escape(b["layer"]),
-            escape(b.get("block") or "(model)"),
-            str(b["width_in"]),
-            str(b["width"]),
-            str(b["width_out"]),
-            f"{b['ratio']:.1f}",
-            escape(b["kind"]),
-            {None: "?", True: "yes", False: "no"}[b.get("skip_connection")],
-        ]
-        for b in result["bottlenecks"]
-    ]
-    return _table(head, body)
-
-
-def _information_rows(result: dict[str, Any], notes: _Notes) -> str:
-    methods = _estimators(result, ["mi_input", "mi_output"])
-    cols = [(m, e) for e in methods for m in ("mi_input", "mi_output")]
-    head = ["layer", "#"] + [
-        f"{'I(X;T)' if m == 'mi_input' else 'I(T;Y)'} {e} (nats)" for m, e in cols
-    ]
-    body = [
-        [escape(layer["name"]), str(layer["index"])]
-        + [_cell(fg.rows(layer, m).get(e), notes) for m, e in cols]
-        for layer in result["layers"]
-    ]
-    necks = [layer["is_bottleneck"] for layer in result["layers"]]
-    return _table(head, body, necks, notes)
-
-
-def _attribution(result: dict[str, Any], folder: Path | None, notes: _Notes) -> str:
+def _attribution(result: dict[str, Any], folder: Path | None, notes: tb.Notes) -> str:
     parts = []
     shape = (result["dataset"].get("meta") or {}).get("image_shape")
     for k, entry in enumerate(result.get("attribution") or []):
@@ -241,14 +93,14 @@ def _attribution(result: dict[str, Any], folder: Path | None, notes: _Notes) -> 
         body = [
             [
                 escape(method),
-                _cell(units[method], notes),
-                _cell(shares.get(method), notes),
+                tb.cell(units[method], notes),
+                tb.cell(shares.get(method), notes),
                 "" if sanity.get(method) is None else f"{sanity[method]:.2f}",
             ]
             for method in units
         ]
         parts.append(
-            _table(
+            tb.table(
                 [
                     "method",
                     "effective units",
@@ -304,41 +156,6 @@ def _misses(entry: dict[str, Any]) -> int | None:
     return sum(a != b for a, b in zip(labels, predicted, strict=False))
 
 
-def _necks(result: dict[str, Any], notes: _Notes) -> str:
-    """The seven answers per bottleneck (``necks`` section): a row per neck, a
-    column per question; not applicable answers point to their reason."""
-    necks = (result.get("necks") or {}).get("necks") or []
-    head = ["neck", "entering → leaving", *(q.replace("_", " ") for q in QUESTIONS)]
-    body = []
-    for neck in necks:
-        answers = neck.get("answers") or {}
-        cells = []
-        for q in QUESTIONS:
-            a = answers.get(q)
-            if a is None:
-                cells.append("")
-            elif a.get("value") is None:
-                cells.append(
-                    escape(a.get("verdict") or NOT_APPLICABLE)
-                    + notes.ref(a.get("reason") or NOT_APPLICABLE)
-                )
-            else:
-                who = escape(a.get("estimator") or a.get("metric") or "")
-                cells.append(f"{who} {_cell(a, notes)}<br>{escape(a['verdict'])}")
-        body.append(
-            [
-                escape(neck["layer"]),
-                escape(f"{neck.get('entering') or '?'} → {neck.get('leaving') or '?'}"),
-                *cells,
-            ]
-        )
-    questions = "".join(
-        f"<li><b>{escape(q.replace('_', ' '))}</b>: {escape(t)}</li>"
-        for q, t in QUESTIONS.items()
-    )
-    return _table(head, body) + f'<ul class="note">{questions}</ul>'
-
-
 def render_html(result: dict[str, Any], artifacts_dir: str | Path | None = None) -> str:
     """The report of one analysis as one self-contained HTML page.
 
@@ -364,33 +181,36 @@ def render_html(result: dict[str, Any], artifacts_dir: str | Path | None = None)
     """
     folder = Path(artifacts_dir) if artifacts_dir is not None else None
     layers = result["layers"]
-    notes = _Notes()
+    notes = tb.Notes()
     sections: list[Section] = [("overview", "What was analysed", _overview(result))]
-    with_fig: Callable[[Any, str, str], str] = lambda fig, key, alt: fg.embed(  # noqa: E731
-        fig, key, raster=len(layers) ** 2 > fg.SVG_MAX_ITEMS and key == "cka", alt=alt
-    )
+
+    def with_fig(fig: Any, key: str, alt: str) -> str:
+        # a line per estimator stays small; the CKA matrix grows as layers squared
+        raster = key == "cka" and len(layers) ** 2 > fg.SVG_MAX_ITEMS
+        return fg.embed(fig, key, raster=raster, alt=alt)
+
     sections.append(
         (
             "width",
             "Width profile and bottlenecks",
             with_fig(fg.width_profile(layers), "width", "width per layer")
-            + _bottleneck_rows(result),
+            + tb.bottleneck_rows(result),
         )
     )
-    ids = _estimators(result, ["intrinsic_dimension"])
+    ids = tb.estimators(result, ["intrinsic_dimension"])
     body = (
         with_fig(fg.id_profile(layers, ids), "id", "intrinsic dimension") if ids else ""
     )
-    sections.append(("id", "Intrinsic dimension", body + _layer_rows(result, notes)))
+    sections.append(("id", "Intrinsic dimension", body + tb.layer_rows(result, notes)))
     mi = [
         e
-        for e in _estimators(result, ["mi_input"])
+        for e in tb.estimators(result, ["mi_input"])
         if any(
             fg.rows(la, "mi_output").get(e, {}).get("value") is not None
             for la in layers
         )
     ]
-    if _estimators(result, ["mi_input", "mi_output"]):
+    if tb.estimators(result, ["mi_input", "mi_output"]):
         plane = (
             with_fig(
                 fg.information_plane(layers, mi), "information", "information plane"
@@ -405,7 +225,7 @@ def render_html(result: dict[str, Any], artifacts_dir: str | Path | None = None)
                 plane + '<p class="note">Points are numbered by layer (#); '
                 "error bars are the intervals; red ring: bottleneck; hollow: "
                 "low_samples; triangle: near_ceiling.</p>"
-                + _information_rows(result, notes),
+                + tb.information_rows(result, notes),
             )
         )
     if any(fg.rows(la, "probe_accuracy") for la in layers):
@@ -437,14 +257,16 @@ def render_html(result: dict[str, Any], artifacts_dir: str | Path | None = None)
             )
         )
     if result.get("necks"):
-        sections.append(("necks", "What each bottleneck does", _necks(result, notes)))
+        sections.append(
+            ("necks", "What each bottleneck does", tb.necks_rows(result, notes))
+        )
     warnings = result.get("warnings") or []
     items = "".join(f"<li>{escape(w)}</li>" for w in warnings) or "<li>none</li>"
     sections.append(("warnings", "Warnings", f"<ul>{items}</ul>"))
     return _page(result, sections, notes)
 
 
-def _page(result: dict[str, Any], sections: list[Section], notes: _Notes) -> str:
+def _page(result: dict[str, Any], sections: list[Section], notes: tb.Notes) -> str:
     model = result["model"].get("architecture") or result["model"].get("class", "model")
     title = f"{model} on {result['dataset'].get('spec', 'data')}"
     nav = "".join(f'<a href="#{sid}">{escape(h)}</a>' for sid, h, _ in sections)
