@@ -31,10 +31,6 @@ def id_estimators(result: dict[str, Any]) -> list[str]:
 
 
 LOW_SAMPLES_MARK = "†"
-LOW_SAMPLES_NOTE = (
-    f"{LOW_SAMPLES_MARK} low_samples: fewer samples than the estimator needs for a "
-    "stable value; read with care"
-)
 
 
 def low_samples(m: dict[str, Any] | None) -> bool:
@@ -53,36 +49,6 @@ def format_estimate(m: dict[str, Any] | None) -> str:
     if m.get("ci_low") is not None and m.get("ci_high") is not None:
         text += f" [{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
     return text + (LOW_SAMPLES_MARK if low_samples(m) else "")
-
-
-def layer_table(result: dict[str, Any], title: str | None = None) -> Table:
-    """Layer, shape, width, bottleneck mark and each estimator with its interval."""
-    estimators = id_estimators(result)
-    table = Table(title=title, show_lines=False, header_style="bold")
-    table.add_column("#", justify="right")
-    table.add_column("layer")
-    table.add_column("module")
-    table.add_column("shape")
-    table.add_column("width", justify="right")
-    table.add_column("neck", justify="center")
-    for est in estimators:
-        table.add_column(f"ID {est}", justify="right")
-    for layer in result["layers"]:
-        by_est = _rows(layer, ID_METRIC)
-        width = str(layer["width"])
-        if layer.get("projected_to"):
-            width += f" -> {layer['projected_to']}"
-        table.add_row(
-            str(layer["index"]),
-            layer["name"],
-            layer["module"],
-            "x".join(str(s) for s in layer["shape"]),
-            width,
-            "◆" if layer["is_bottleneck"] else "",
-            *(format_estimate(by_est.get(est)) for est in estimators),
-            style="bold" if layer["is_bottleneck"] else None,
-        )
-    return table
 
 
 def result_tables(
@@ -216,91 +182,6 @@ def plot_profile(result: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def information_table(result: dict[str, Any]) -> Table | None:
-    """I(X;T) and I(T;Y) per MI estimator and the probe accuracy, per layer."""
-    methods: list[str] = []
-    for layer in result["layers"]:
-        for m in layer["metrics"]:
-            if (
-                m["metric"] in ("mi_input", "mi_output")
-                and m["estimator"] not in methods
-            ):
-                methods.append(m["estimator"])
-    has_probe = any(_rows(layer, "probe_accuracy") for layer in result["layers"])
-    if not methods and not has_probe:
-        return None
-    table = Table(title="information (nats)", header_style="bold")
-    table.add_column("layer")
-    table.add_column("neck", justify="center")
-    columns = [
-        (metric, est)
-        for est in methods
-        for metric in ("mi_input", "mi_output")
-        if any(_rows(layer, metric).get(est) for layer in result["layers"])
-    ]
-    for metric, est in columns:
-        label = "I(X;T)" if metric == "mi_input" else "I(T;Y)"
-        table.add_column(f"{label} {est}", justify="right")
-    if has_probe:
-        table.add_column("probe acc", justify="right")
-    for layer in result["layers"]:
-        cells = [
-            format_estimate(_rows(layer, metric).get(est)) for metric, est in columns
-        ]
-        if has_probe:
-            cells.append(
-                format_estimate(
-                    _rows(layer, "probe_accuracy").get("logistic_regression")
-                )
-            )
-        table.add_row(layer["name"], "◆" if layer["is_bottleneck"] else "", *cells)
-    return table
-
-
-def attribution_table(result: dict[str, Any]) -> Table | None:
-    """Per bottleneck: how many units carry the decision, and the sanity check."""
-    entries = result.get("attribution") or []
-    if not entries:
-        return None
-    table = Table(title="attribution at the bottlenecks", header_style="bold")
-    for col in (
-        "layer",
-        "method",
-        "effective units",
-        "top share",
-        "sanity rho",
-        "maps",
-    ):
-        table.add_column(col)
-    for entry in entries:
-        if entry.get("error"):
-            table.add_row(entry["layer"], "-", "-", "-", "-", entry["error"])
-            continue
-        units = {
-            m["estimator"]: m
-            for m in entry["metrics"]
-            if m["metric"] == "attribution_effective_units"
-        }
-        shares = {
-            m["estimator"]: m
-            for m in entry["metrics"]
-            if m["metric"] == "attribution_topk_share"
-        }
-        sanity = entry.get("sanity") or {}
-        pngs = entry.get("files", {}).get("png", [])
-        for method in units:
-            rho = sanity.get(method)
-            table.add_row(
-                entry["layer"],
-                method,
-                format_estimate(units[method]),
-                format_estimate(shares.get(method)),
-                "-" if rho is None else f"{rho:.2f}",
-                ", ".join(pngs),
-            )
-    return table
 
 
 def plot_information_plane(result: dict[str, Any], path: str | Path) -> Path | None:
