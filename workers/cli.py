@@ -37,9 +37,7 @@ app = typer.Typer(
 # Piped output gets room for the whole table instead of rich's default 80 columns,
 # unless COLUMNS says how wide.
 DEMO_METRICS = "id,mi,probe,cka,attribution"
-console = Console(
-    width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
-)
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 err_console = Console(stderr=True)
 ThreadsOption = Annotated[
     int | None,
@@ -321,6 +319,12 @@ def analyze(
         typer.Option(help="Write the HTML report here (self-contained, offline)."),
     ] = None,
     threads: ThreadsOption = None,
+    timings: Annotated[
+        bool,
+        typer.Option(
+            "--timings", help="Also show the seconds and memory of each stage."
+        ),
+    ] = False,
 ) -> None:
     """Analyse every layer of a model on a dataset and print a per-layer table.
 
@@ -371,6 +375,10 @@ def analyze(
         )
     except BottlelensError as exc:
         raise _fail(_one_line(exc)) from exc
+    if timings:
+        from analysis.report import timings_table
+
+        console.print(timings_table(result.to_dict()))
     _show(result, out, plot, report, artifacts)
 
 
