@@ -21,8 +21,11 @@ a third of it the PCA.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +48,9 @@ C = 1.0
 SOLVER = "newton-cg"
 MAX_ITER = 100
 CI_LEVEL = 0.95
+# Cross-validations kept by content: the ``probe`` family and the ``probe`` MI
+# estimator fit the same folds on the same layer; the second reads the first's.
+_FOLDS_KEPT = 4
 
 
 @dataclass
@@ -98,8 +104,56 @@ def folds_for(y: np.ndarray, cv: int) -> int:
     return min(cv, int(counts.min()))
 
 
+class _FoldsCache:
+    """The last few cross-validations, keyed by a digest of their inputs (features,
+    labels, folds, seed): the same inputs give the same folds, fitted once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.kept: OrderedDict[bytes, ProbeFolds] = OrderedDict()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def key(feats: np.ndarray, y: np.ndarray, cv: int, seed: int) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        for a in (feats, y):
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).data)
+        h.update(f"{cv}:{seed}".encode())
+        return h.digest()
+
+    def get(self, key: bytes) -> ProbeFolds | None:
+        with self.lock:
+            folds = self.kept.get(key)
+            if folds is not None:
+                self.kept.move_to_end(key)
+            return folds
+
+    def put(self, key: bytes, folds: ProbeFolds) -> None:
+        with self.lock:
+            self.kept[key] = folds
+            while len(self.kept) > self.size:
+                self.kept.popitem(last=False)
+
+
+_FOLDS = _FoldsCache(_FOLDS_KEPT)
+
+
 def cross_validate(feats: np.ndarray, y: np.ndarray, cv: int, seed: int) -> ProbeFolds:
-    """Stratified ``cv``-fold logistic-regression probe (see the module docstring)."""
+    """Stratified ``cv``-fold logistic-regression probe (see the module docstring).
+
+    The same inputs give the same folds: a repeated call returns the kept result
+    (its ``log_p_true`` is read-only) instead of fitting again."""
+    key = _FoldsCache.key(feats, y, cv, seed)
+    folds = _FOLDS.get(key)
+    if folds is None:
+        folds = _cross_validate(feats, y, cv, seed)
+        folds.log_p_true.setflags(write=False)
+        _FOLDS.put(key, folds)
+    return folds
+
+
+def _cross_validate(feats: np.ndarray, y: np.ndarray, cv: int, seed: int) -> ProbeFolds:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold

@@ -9,14 +9,19 @@ matrix) with our time / that bound. Report only: nothing is asserted.
     python bench/bench_id.py --n 20000 --D 1024       # one point
     python bench/bench_id.py                          # full grid (skdim: ~10 min)
 
-DADApy is timed when importable (it pins numpy<2: see bench/README.md).
+DADApy is timed when importable (it pins numpy<2: see bench/README.md), or with
+``--dadapy-python PATH`` in that interpreter (a venv holding DADApy alone) on the
+same points, handed over in a ``.npy``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="best of R for our runs")
     p.add_argument("--no-skdim", action="store_true")
     p.add_argument("--no-dadapy", action="store_true")
+    p.add_argument("--dadapy-python", default=None, help="a python with DADApy")
     p.add_argument("--no-ci", action="store_true", help="skip timing our interval")
     args = p.parse_args(argv)
     if args.quick:
@@ -90,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
 
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         import skdim
-    if not args.no_dadapy:
+    if not args.no_dadapy and not args.dadapy_python:
         try:
             import dadapy
         except ImportError:
@@ -133,6 +139,38 @@ def matmul_time(X: Any, block_bytes: int, repeat: int) -> float:
     return best_time(product, repeat)[0]
 
 
+# Run by --dadapy-python's interpreter: best of R TwoNN fits on the saved points.
+_DADAPY_CHILD = """
+import json, sys, time
+import numpy as np, dadapy
+X = np.load(sys.argv[1])
+times = []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    out = dadapy.Data(X).compute_id_2NN()
+    times.append(time.perf_counter() - t)
+est = out[0] if isinstance(out, tuple) else out
+print(json.dumps({"s": min(times), "id": float(est), "version": dadapy.__version__}))
+"""
+
+
+def dadapy_in_subprocess(python: str, Xn: Any, repeat: int) -> tuple[float, float]:
+    """DADApy's best time and estimate from another interpreter (its own venv)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "X.npy")
+        np.save(path, Xn)
+        done = subprocess.run(
+            [python, "-c", _DADAPY_CHILD, path, str(repeat)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["s"], out["id"]
+
+
 def run_one(method, X, Xn, args, skdim, dadapy, TwoNN, MLE) -> dict[str, Any]:
     r: dict[str, Any] = {}
     ours = TwoNN if method == "twonn" else MLE
@@ -154,6 +192,10 @@ def run_one(method, X, Xn, args, skdim, dadapy, TwoNN, MLE) -> dict[str, Any]:
         t, out = best_time(lambda: dadapy.Data(Xn).compute_id_2NN(), 1)
         r["dadapy_s"] = t
         r["dadapy"] = float(out[0] if isinstance(out, tuple) else out)
+    if args.dadapy_python and not args.no_dadapy and method == "twonn":
+        r["dadapy_s"], r["dadapy"] = dadapy_in_subprocess(
+            args.dadapy_python, Xn, args.repeat
+        )
     return r
 
 

@@ -6,16 +6,23 @@ only: nothing is asserted.
 
     python bench/bench_mi.py                      # bmi tasks when bmi imports
     python bench/bench_mi.py --n 2000 --no-bmi    # our Gaussian tasks alone
+    python bench/bench_mi.py --bmi-python /tmp/bmivenv/bin/python
 
-bmi pulls in jax and pins numpy: it lives in its own venv (bench/README.md). Without
-it the script runs our estimators on Gaussian tasks of its own with closed-form MI.
+bmi pulls in jax and pins numpy: it lives in its own venv (bench/README.md), either
+with this package installed or, with ``--bmi-python``, alone: each task is then
+sampled and timed by bmi in that interpreter and its samples handed over in a
+``.npz``. Without bmi the script runs our estimators on Gaussian tasks of its own
+with closed-form MI.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -46,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=2, help="best of R (jax compiles)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-bmi", action="store_true")
+    p.add_argument(
+        "--bmi-python", default=None, help="a python with bmi, run as a subprocess"
+    )
     return p.parse_args(argv)
 
 
@@ -106,6 +116,52 @@ def bmi_tasks(names: list[str], n: int, seed: int) -> list[tuple[str, Any, Any, 
     return out
 
 
+# Run by --bmi-python's interpreter: sample one task, time bmi's KSG and CCA on it.
+_BMI_CHILD = """
+import json, sys, time
+import numpy as np, bmi
+name, n, seed, k, repeat, path = sys.argv[1:]
+task = bmi.benchmark.BENCHMARK_TASKS[name]
+X, Y = (np.asarray(a, np.float64) for a in task.sample(int(n), seed=int(seed)))
+true = task.mutual_information
+true = true() if callable(true) else true
+np.savez(path, X=X, Y=Y)
+out = {"true": float(true), "version": getattr(bmi, "__version__", "?")}
+ests = {
+    "ksg": bmi.estimators.KSGEnsembleFirstEstimator(
+        neighborhoods=(int(k),), standardize=True, metric_x="chebyshev"),
+    "cca": bmi.estimators.CCAMutualInformationEstimator(),
+}
+for key, est in ests.items():
+    times = []
+    for _ in range(int(repeat)):
+        t = time.perf_counter()
+        value = est.estimate(X, Y)
+        times.append(time.perf_counter() - t)
+    out[key], out[key + "_s"] = float(value), min(times)
+print(json.dumps(out))
+"""
+
+
+def bmi_in_subprocess(python: str, name: str, args: argparse.Namespace) -> dict:
+    """bmi's task sample and timings from another interpreter (its own venv)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "task.npz")
+        argv = [name, args.n, args.seed, args.k, args.repeat, path]
+        done = subprocess.run(
+            [python, "-c", _BMI_CHILD, *map(str, argv)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        with np.load(path) as f:
+            out["X"], out["Y"] = f["X"], f["Y"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_threads(args.threads)
@@ -119,22 +175,26 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)
     have_bmi = False
-    if not args.no_bmi:
+    if not args.no_bmi and not args.bmi_python:
         try:
             import bmi
 
             have_bmi = True
         except Exception as e:  # ImportError, or jax/equinox version clashes
             print(f"# benchmark-mi not importable ({type(e).__name__}: {e}): skipped")
-    tasks = (
-        bmi_tasks(args.tasks, args.n, args.seed)
-        if have_bmi
-        else gaussian_tasks(args.n, args.seed)
-    )
+    child: dict[str, dict] = {}
+    if args.bmi_python and not args.no_bmi:
+        child = {t: bmi_in_subprocess(args.bmi_python, t, args) for t in args.tasks}
+        tasks = [(t, c["X"], c["Y"], c["true"]) for t, c in child.items()]
+    elif have_bmi:
+        tasks = bmi_tasks(args.tasks, args.n, args.seed)
+    else:
+        tasks = gaussian_tasks(args.n, args.seed)
     print(
         f"# N={args.n}, k={args.k}, threads={args.threads}, best of {args.repeat}, "
         f"torch {torch.__version__}"
         + (f", bmi {getattr(bmi, '__version__', '?')}" if have_bmi else "")
+        + (f", bmi from {args.bmi_python}" if child else "")
     )
     head = (
         f"{'task':42s} {'dims':>6s} {'true':>7s} | {'ksg':>7s} {'bmi ksg':>7s}"
@@ -154,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         row = (
             f"{name:42s} {X.shape[1]:>2d}x{Y.shape[1]:<3d} {true:7.3f} | {ours_k:7.3f}"
         )
+        if child:
+            c = child[name]
+            tb_k, bmi_k, tb_g, bmi_g = c["ksg_s"], c["ksg"], c["cca_s"], c["cca"]
         if have_bmi:
             ksg = bmi.estimators.KSGEnsembleFirstEstimator(
                 neighborhoods=(args.k,), standardize=True, metric_x="chebyshev"
@@ -161,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
             cca = bmi.estimators.CCAMutualInformationEstimator()
             tb_k, bmi_k = best_time(partial(ksg.estimate, X, Y), args.repeat)
             tb_g, bmi_g = best_time(partial(cca.estimate, X, Y), args.repeat)
+        if have_bmi or child:
             row += (
                 f" {bmi_k:7.3f} {abs(ours_k - bmi_k):8.1e} {t_k:7.3f} {tb_k:7.3f}"
                 f" {tb_k / t_k:5.1f} | {ours_g:7.3f} {bmi_g:7.3f} {t_g:7.3f}"
