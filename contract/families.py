@@ -291,17 +291,19 @@ class CapacitySection(Section):
     def _json_lists(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
 
-    @model_validator(mode="after")
-    def _ranges(self) -> CapacitySection:
+    def split_problems(self) -> list[str]:
+        """What is wrong with the split as given, every problem (the family checks
+        it when it runs, with the dataset's size: the parts depend on each other,
+        which the config's JSON schema cannot say)."""
         parts = {"train": self.train, "held_out": self.held_out}
         if self.split == "drawn":
             given = [k for k, v in parts.items() if v is not None]
             if given:
-                raise ValueError(
+                return [
                     f"{', '.join(given)}: a drawn split takes held_out_fraction; "
                     'name ranges with split "indices" or "fractions"'
-                )
-            return self
+                ]
+            return []
         problems = []
         for part, pair in parts.items():
             if pair is None:
@@ -316,9 +318,7 @@ class CapacitySection(Section):
             (a, b), (c, d) = self.train, self.held_out
             if a < d and c < b:
                 problems.append("train and held_out overlap")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
 
 FAMILIES["capacity"] = FamilySpec(

@@ -100,10 +100,16 @@ def resolve_split(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """``(train indices, held-out indices, what to store)`` of ``range(n)``.
 
-    Each part is cut to ``section.max_samples`` rows by a seeded subset; the
+    A split that does not hold together (``CapacitySection.split_problems``) or
+    that reaches past the data raises ``DataError`` naming every problem; the
+    family's section then says why. Each part is cut to ``section.max_samples``
+    rows by a seeded subset; the
     stored dict says the kind, the ranges or the drawn fraction and seed, each
     part's size and the sha256 of its indices (int64 little-endian).
     """
+    problems = section.split_problems()
+    if problems:
+        raise DataError("capacity: " + "; ".join(problems))
     info: dict[str, Any] = {"kind": section.split}
     if section.split == "drawn":
         train, held = draw_split(n, section.held_out_fraction, seed)
