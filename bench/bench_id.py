@@ -11,7 +11,8 @@ matrix) with our time / that bound. Report only: nothing is asserted.
 
 DADApy is timed when importable (it pins numpy<2: see bench/README.md), or with
 ``--dadapy-python PATH`` in that interpreter (a venv holding DADApy alone) on the
-same points, handed over in a ``.npy``.
+same points, handed over in a ``.npy``; then the two alternate ``--repeat`` times
+and both times are medians.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# torch {torch.__version__}, numpy {np.__version__}, "
         f"skdim {getattr(skdim, '__version__', '-')}, "
-        f"dadapy {getattr(dadapy, '__version__', '-')}; threads={args.threads}; "
+        f"dadapy {getattr(dadapy, '__version__', '-')}"
+        + (f" (via {args.dadapy_python})" if args.dadapy_python else "")
+        + f"; threads={args.threads}; "
         f"data: {args.manifold} d={args.d}, noiseless"
     )
     head = (
@@ -142,6 +145,7 @@ def matmul_time(X: Any, block_bytes: int, repeat: int) -> float:
 # Run by --dadapy-python's interpreter: best of R TwoNN fits on the saved points.
 _DADAPY_CHILD = """
 import json, sys, time
+from importlib.metadata import version
 import numpy as np, dadapy
 X = np.load(sys.argv[1])
 times = []
@@ -150,32 +154,50 @@ for _ in range(int(sys.argv[2])):
     out = dadapy.Data(X).compute_id_2NN()
     times.append(time.perf_counter() - t)
 est = out[0] if isinstance(out, tuple) else out
-print(json.dumps({"s": min(times), "id": float(est), "version": dadapy.__version__}))
+print(json.dumps({"s": min(times), "id": float(est), "version": version("dadapy")}))
 """
 
 
-def dadapy_in_subprocess(python: str, Xn: Any, repeat: int) -> tuple[float, float]:
-    """DADApy's best time and estimate from another interpreter (its own venv)."""
+def interleaved_with_dadapy(
+    python: str, fit: Callable[[], Any], Xn: Any, repeat: int
+) -> tuple[float, Any, float, float]:
+    """Our fit and DADApy's (in ``python``, its own venv) alternately, ``repeat``
+    times each: the median times, our last fit, DADApy's estimate."""
+    import statistics
+
     import numpy as np
 
+    ours, theirs, est, their_id = [], [], None, float("nan")
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "X.npy")
         np.save(path, Xn)
-        done = subprocess.run(
-            [python, "-c", _DADAPY_CHILD, path, str(repeat)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    return out["s"], out["id"]
+        for _ in range(repeat):
+            t, est = best_time(fit, 1)
+            ours.append(t)
+            done = subprocess.run(
+                [python, "-c", _DADAPY_CHILD, path, "1"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            theirs.append(out["s"])
+            their_id = out["id"]
+    return statistics.median(ours), est, statistics.median(theirs), their_id
 
 
 def run_one(method, X, Xn, args, skdim, dadapy, TwoNN, MLE) -> dict[str, Any]:
     r: dict[str, Any] = {}
     ours = TwoNN if method == "twonn" else MLE
     kw = {} if method == "twonn" else {"k": 20}
-    r["ours_s"], est = best_time(lambda: ours(n_subsamples=0, **kw).fit(X), args.repeat)
+    fit = lambda: ours(n_subsamples=0, **kw).fit(X)  # noqa: E731
+    if args.dadapy_python and not args.no_dadapy and method == "twonn":
+        # medians of alternate runs: ours, DADApy, ours, ...
+        r["ours_s"], est, r["dadapy_s"], r["dadapy"] = interleaved_with_dadapy(
+            args.dadapy_python, fit, Xn, args.repeat
+        )
+    else:
+        r["ours_s"], est = best_time(fit, args.repeat)
     r["ours"] = est.dimension_
     if not args.no_ci:
         r["ci_s"], est = best_time(lambda: ours(**kw).fit(X), 1)
@@ -192,10 +214,6 @@ def run_one(method, X, Xn, args, skdim, dadapy, TwoNN, MLE) -> dict[str, Any]:
         t, out = best_time(lambda: dadapy.Data(Xn).compute_id_2NN(), 1)
         r["dadapy_s"] = t
         r["dadapy"] = float(out[0] if isinstance(out, tuple) else out)
-    if args.dadapy_python and not args.no_dadapy and method == "twonn":
-        r["dadapy_s"], r["dadapy"] = dadapy_in_subprocess(
-            args.dadapy_python, Xn, args.repeat
-        )
     return r
 
 

@@ -15,7 +15,9 @@ of one plain forward pass over the same samples. ``--alone`` also runs each fami
 by itself; ``--loaded`` runs everything a second time with a process spinning on
 the other core; attribution is also set beside Captum's own ``LayerConductance``
 call at its defaults (50 steps, one internal batch) on the first bottleneck.
-Numbers are reported, nothing is asserted.
+Numbers are reported, nothing is asserted. Each run also prints its CPU seconds
+(all threads of this process) and the 1-minute load average at its end: with one
+thread on a shared machine, the CPU seconds are what a quiet run would take.
 
     python bench/bench_pipeline.py                         # both cases, quiet
     python bench/bench_pipeline.py --case resnet --loaded --alone
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -84,16 +87,22 @@ def _run(
     model: torch.nn.Module, ds: Dataset, metrics: list[str], samples: int
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = analyse(
             model,
             ds,
             {"samples": samples, "metrics": metrics, "device": "cpu"},
             artifacts_dir=tmp,
         )
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     prov = result.provenance
-    return {"wall": wall, "stages": prov["timings_s"], "peaks": prov["memory_peaks_mb"]}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "load": os.getloadavg()[0],
+        "stages": prov["timings_s"],
+        "peaks": prov["memory_peaks_mb"],
+    }
 
 
 def _captum_conductance_s(model: torch.nn.Module, ds: Dataset, n: int) -> float | None:
@@ -115,7 +124,10 @@ def _captum_conductance_s(model: torch.nn.Module, ds: Dataset, n: int) -> float 
 
 
 def _table(title: str, run: dict[str, Any], forward_s: float) -> None:
-    print(f"\n{title}: {run['wall']:.2f} s in all, {run['wall'] / forward_s:.1f}x")
+    print(
+        f"\n{title}: {run['wall']:.2f} s in all, {run['wall'] / forward_s:.1f}x; "
+        f"CPU {run['cpu']:.2f} s; load average {run['load']:.1f}"
+    )
     print(f"{'stage':<18}{'s':>9}{'x forward':>11}{'rss MB':>9}")
     for stage, seconds in run["stages"].items():
         rss = run["peaks"].get(stage, {}).get("rss", float("nan"))
