@@ -291,10 +291,18 @@ class CapacitySection(Section):
     def _json_lists(cls, value: Any) -> Any:
         return tuple(value) if isinstance(value, list) else value
 
+    @model_validator(mode="after")
+    def _split_holds_together(self) -> CapacitySection:
+        problems = self.split_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def split_problems(self) -> list[str]:
-        """What is wrong with the split as given, every problem (the family checks
-        it when it runs, with the dataset's size: the parts depend on each other,
-        which the config's JSON schema cannot say)."""
+        """What is wrong with the split as given, every problem: checked when the
+        config is (the API refuses it at once) and again, with the dataset's size,
+        when the family runs. The parts depend on each other, which the config's
+        JSON schema cannot say."""
         parts = {"train": self.train, "held_out": self.held_out}
         if self.split == "drawn":
             given = [k for k, v in parts.items() if v is not None]

@@ -245,8 +245,8 @@ def test_drawn_split_is_the_seeds_and_a_reconstruction_scores_its_input() -> Non
 
 
 def test_split_config_is_checked_and_each_part_capped() -> None:
-    """Each value is checked with the config; how the parts fit together (and
-    into the dataset) when the family runs, every problem named."""
+    """Each value and how the parts fit together are checked with the config
+    (the API refuses them at once); the dataset's size when the family runs."""
     from analysis.errors import DataError
     from analysis.families.capacity import resolve_split
     from contract.config import parse_config
@@ -267,8 +267,12 @@ def test_split_config_is_checked_and_each_part_capped() -> None:
         ({"split": "fractions"}, "needs [start, stop)"),
         ({"train": [0, 10]}, "drawn split"),
     ):
-        with pytest.raises(DataError, match=re.escape(words)):
-            resolve_split(section(**bad), 100, seed=0)
+        with pytest.raises(ContractError, match=re.escape(words)):
+            section(**bad)
+    with pytest.raises(DataError, match="rows"):  # the dataset is too small
+        resolve_split(
+            section(split="indices", train=[0, 50], held_out=[50, 200]), 100, seed=0
+        )
     capped = section(
         split="indices", train=[0, 100], held_out=[100, 130], max_samples=10
     )

@@ -32,6 +32,9 @@ CONTENT_CHECKED = {
     # A cron expression that never matches or runs too often, an interval under the
     # floor and a webhook host off the allowlist are settings the schema cannot say.
     "POST /v1/audits": [positive_data_acceptance],
+    # The capacity split's parts must not overlap and each must have start < stop:
+    # rules across values that the schema cannot say (the API refuses them at once).
+    "POST /v1/analyses": [positive_data_acceptance],
 }
 
 
