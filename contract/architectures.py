@@ -269,16 +269,15 @@ def parse_config(arch: str, cls: type[_C], config: dict[str, Any]) -> _C:
                 values[key] = _coerce(arch, key, value, hints[key])
             except ContractError as exc:
                 problems.append(str(exc))
+    try:  # the range checks of the values that are well typed, too
+        built = cls(**values)
+    except ContractError as exc:
+        problems.append(str(exc))
     if problems:
         raise ContractError(
             f"invalid {arch} config (accepted keys: {accepted})", problems
         )
-    try:
-        return cls(**values)
-    except ContractError as exc:
-        raise ContractError(
-            f"invalid {arch} config", [f"{exc} (accepted keys: {accepted})"]
-        ) from exc
+    return built
 
 
 def _type_name(tp: Any) -> str:

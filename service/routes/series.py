@@ -25,6 +25,7 @@ from service.routes.deps import (
     enqueue_validation,
     form_body,
 )
+from service.schemas import parse_json_object
 from service.schemas_series import (
     CheckpointPlace,
     CheckpointPublic,
@@ -46,6 +47,11 @@ _FORM = form_body(
         "step": {"type": "string", "pattern": "^[0-9]{1,18}$", "example": "1000"},
         "epoch": {"type": "string", "pattern": "^[0-9]{1,18}$"},
         "tag": {"type": "string", "description": "a finite number", "example": "8"},
+        "architecture_config": {
+            "type": "string",
+            "description": "a JSON object: this checkpoint's own config of the "
+            "series' architecture (a series of neck widths); default the series'",
+        },
     },
     required=["file", "step"],
 )
@@ -96,14 +102,20 @@ async def upload_checkpoint(
     storage: StorageDep,
     queue: QueueDep,
 ) -> CheckpointPublic:
-    """Upload weights into the series at ``step`` (``epoch`` and ``tag`` optional)."""
-    await run_in_threadpool(store.get_series, session, key.team_id, series_id)
+    """Upload weights into the series at ``step`` (``epoch``, ``tag`` and its own
+    ``architecture_config`` optional)."""
+    series = await run_in_threadpool(store.get_series, session, key.team_id, series_id)
     await run_in_threadpool(session.commit)  # no transaction open during the upload
-    fields = ("step", "epoch", "tag")
+    fields = ("step", "epoch", "tag", "architecture_config")
     async with storage.receive(
         request, max_bytes=key.max_upload_bytes, fields=fields
     ) as upload:
         place = CheckpointPlace.from_fields(upload.fields)
+        own = upload.fields.get("architecture_config")
+        config = None
+        if own is not None:
+            config = parse_json_object(own, "architecture_config")
+            checks.architecture(series.architecture, config)
         fmt = weights_format(upload)
         storage.keep(upload)
     checkpoint = await run_in_threadpool(
@@ -114,6 +126,7 @@ async def upload_checkpoint(
         step=place.step,
         epoch=place.epoch,
         tag=place.tag,
+        architecture_config=config,
         sha256=upload.sha256,
         size=upload.size,
         format=fmt,

@@ -169,8 +169,11 @@ def add_checkpoint(
     size: int,
     format: str,
     filename: str | None,
+    architecture_config: dict[str, Any] | None = None,
 ) -> CheckpointPublic:
-    """A model row with the series' architecture and config, placed in the series."""
+    """A model row with the series' architecture, placed in the series; its config
+    is the series' unless the checkpoint brings its own (a series of neck widths
+    of one family, ordered by ``tag``)."""
     series = _owned_series(session, team_id, series_id)
     model = create_model(
         session,
@@ -179,7 +182,11 @@ def add_checkpoint(
         size=size,
         format=format,
         architecture=series.architecture,
-        architecture_config=series.architecture_config,
+        architecture_config=(
+            series.architecture_config
+            if architecture_config is None
+            else architecture_config
+        ),
         filename=filename,
     )
     cp = SeriesCheckpointRow(

@@ -295,3 +295,31 @@ def test_a_fan_out_over_the_queue_limit_creates_nothing(
     listed = client.get("/v1/analyses", headers=small.headers()).json()
     assert listed["count"] == 0
     assert not [c for c in sent if c["name"] == RUN_ANALYSIS]
+
+
+def test_a_checkpoint_may_bring_its_own_config_of_the_architecture(
+    client: TestClient, team: Team
+) -> None:
+    """A series of neck widths: one architecture, each checkpoint its own widths
+    (ordered by tag); a config the architecture refuses is a 422 at once."""
+    series_id = new_series(client, team, "widths")
+
+    def upload(config: str, tag: str) -> Any:
+        return client.post(
+            f"/v1/series/{series_id}/checkpoints",
+            headers=team.headers(),
+            files={"file": ("c.safetensors", safetensors_bytes(int(tag) + 1))},
+            data={"step": tag, "tag": tag, "architecture_config": config},
+        )
+
+    for width in (2, 8):
+        r = upload(f'{{"widths": [32, {width}, 32]}}', str(width))
+        assert r.status_code == 201, r.text
+        assert r.json()["model"]["architecture_config"] == {"widths": [32, width, 32]}
+        assert r.json()["model"]["architecture"] == "mlp"
+    r = upload('{"widths": [32, 0, 32], "depth": 2}', "4")
+    assert r.status_code == 422 and len(r.json()["problems"]) == 2, r.text
+    listed = client.get(
+        f"/v1/series/{series_id}/checkpoints?order=tag", headers=team.headers()
+    ).json()
+    assert [c["tag"] for c in listed["data"]] == [2.0, 8.0]
