@@ -1,6 +1,10 @@
-"""Reports a person reads: one self-contained HTML file per analysis.
+"""Reports a person reads: one self-contained HTML file per analysis, per audit
+run and per series.
 
-``render_html(result, artifacts_dir)`` returns the page; ``write_html`` saves it.
+``render_html(result, artifacts_dir)``, ``render_audit_html(audit, run, result,
+baseline)`` and ``render_series_html(series, checkpoints, trajectories)`` return
+the page (the last two from the API's answers as plain dicts); ``write_html`` and
+``write_page`` save one.
 The page makes no network request (pictures inline, no script, no font fetched)
 and prints as it shows.
 """
@@ -11,7 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from analysis.reporting.audit import render_audit_html
 from analysis.reporting.document import render_html
+from analysis.reporting.series import render_series_html, series_trajectories
 from contract.result import REPORT_FILE
 
 __all__ = [
@@ -19,7 +25,9 @@ __all__ = [
     "render_audit_html",
     "render_html",
     "render_series_html",
+    "series_trajectories",
     "write_html",
+    "write_page",
 ]
 
 
@@ -28,22 +36,14 @@ def write_html(
 ) -> Path:
     """Write :func:`render_html` to ``path`` (through a temporary file, so a reader
     never sees half a page); returns the path."""
+    return write_page(render_html(result, artifacts_dir), path)
+
+
+def write_page(html: str, path: str | Path) -> Path:
+    """Write a rendered page to ``path`` through a temporary file (a reader never
+    sees half a page); returns the path."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_html(result, artifacts_dir), encoding="utf-8")
+    tmp.write_text(html, encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-def render_audit_html(audit: dict[str, Any]) -> str:
-    """The report of an audit run (its document as the service returns it).
-
-    Not drawn yet: audit runs have no stable document to read from."""
-    raise NotImplementedError("the audit-run report comes with the audit document")
-
-
-def render_series_html(series: dict[str, Any], results: list[dict[str, Any]]) -> str:
-    """The report of a series: its document and the result of each analysis in it.
-
-    Not drawn yet: series have no stable document to read from."""
-    raise NotImplementedError("the series report comes with the series document")

@@ -28,13 +28,14 @@ tr.neck td{font-weight:600;background:#fff4f4}
 color:#444}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:12px}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 1em}
 dt{font-weight:600}dd{margin:0;word-break:break-all}
+.alert{color:#d62728;font-weight:600}.pass{color:#2ca02c;font-weight:600}
 @media print{nav{display:none}section{break-inside:avoid-page}
 body{max-width:none;padding:0}}
 """
 Section = tuple[str, str, str]  # (id, heading, html)
 
 
-def _dl(items: dict[str, Any]) -> str:
+def dl(items: dict[str, Any]) -> str:
     pairs = "".join(
         f"<dt>{escape(str(k))}</dt><dd>{escape(_text(v))}</dd>"
         for k, v in items.items()
@@ -47,7 +48,7 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
-def _config_text(config: dict[str, Any]) -> str:
+def config_text(config: dict[str, Any]) -> str:
     """One line per top-level key: short enough to read, whole enough to rerun."""
     lines = [f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in sorted(config.items())]
     return "{\n" + ",\n".join(lines) + "\n}"
@@ -58,16 +59,16 @@ def _overview(result: dict[str, Any]) -> str:
     timings = prov.pop("timings_s", None)
     parts = [
         "<h3>Model</h3>",
-        _dl(result["model"]),
+        dl(result["model"]),
         "<h3>Dataset</h3>",
-        _dl(result["dataset"]),
+        dl(result["dataset"]),
         "<h3>Analysis config</h3>",
-        f"<pre>{escape(_config_text(result['config']))}</pre>",
+        f"<pre>{escape(config_text(result['config']))}</pre>",
         "<h3>Provenance</h3>",
-        _dl(prov),
+        dl(prov),
     ]
     if timings:
-        parts.append(_dl({f"time of {k} (s)": round(v, 3) for k, v in timings.items()}))
+        parts.append(dl({f"time of {k} (s)": round(v, 3) for k, v in timings.items()}))
     return "".join(parts)
 
 
@@ -269,6 +270,17 @@ def render_html(result: dict[str, Any], artifacts_dir: str | Path | None = None)
 def _page(result: dict[str, Any], sections: list[Section], notes: tb.Notes) -> str:
     model = result["model"].get("architecture") or result["model"].get("class", "model")
     title = f"{model} on {result['dataset'].get('spec', 'data')}"
+    lead = (
+        f"{title}, {result['provenance'].get('n_samples', '?')} samples, schema "
+        f"version {result.get('schema_version')}"
+    )
+    return page(title, lead, sections, notes)
+
+
+def page(title: str, lead: str, sections: list[Section], notes: tb.Notes) -> str:
+    """The page shell every report shares: styles, a browser policy that refuses
+    any fetch, a heading, the line under it, a link per section, the sections and
+    the numbered notes."""
     nav = "".join(f'<a href="#{sid}">{escape(h)}</a>' for sid, h, _ in sections)
     body = "".join(
         f'<section id="{sid}"><h2>{escape(h)}</h2>{html}</section>'
@@ -285,8 +297,6 @@ def _page(result: dict[str, Any], sections: list[Section], notes: tb.Notes) -> s
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "img-src data:; style-src 'unsafe-inline'\">"
         f"<title>bottlelens report: {escape(title)}</title><style>{_CSS}</style>"
-        f"</head><body><h1>bottlelens report</h1><p>{escape(title)}, "
-        f"{result['provenance'].get('n_samples', '?')} samples, schema version "
-        f"{result.get('schema_version')}</p><nav>{nav}</nav>{body}{notes_html}"
-        "</body></html>\n"
+        f"</head><body><h1>bottlelens report</h1><p>{escape(lead)}</p>"
+        f"<nav>{nav}</nav>{body}{notes_html}</body></html>\n"
     )
