@@ -29,6 +29,7 @@ _RC: dict[str, Any] = {
     "axes.titlesize": 10.0,
     "axes.labelsize": 9.0,
 }
+_NO_METADATA = {"Date": None, "Creator": None, "Type": None, "Format": None}
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -54,7 +55,8 @@ def embed(fig: Figure, key: str, *, raster: bool = False, alt: str = "") -> str:
                 f'width="{width}" '
                 f'src="data:image/png;base64,{data}">'
             )
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+        # no metadata block: no creator address, no date (same bytes each run)
+        fig.savefig(buf, format="svg", metadata=_NO_METADATA)
     svg = buf.getvalue().decode("utf-8")
     svg = svg[svg.index("<svg") :]  # no XML prolog or DOCTYPE inside HTML
     return svg.replace(
