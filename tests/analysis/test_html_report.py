@@ -290,12 +290,13 @@ def series_documents() -> tuple[dict, list[dict], list[dict]]:
             "information_plane": plane,
         }
 
+    ids = {"fc1": [2.0, 3.5, 6.0], "fc2": [1.5, 2.5, None]}
     trajectories = [
-        trajectory("intrinsic_dimension", "twonn", {"fc1": [2.0, 3.5, 6.0], "fc2": [1.5, 2.5, None]}),
-        trajectory("mi_input", "ksg", {"fc1": [1.0, 2.0, 3.0], "fc2": [2.0, 3.0, 4.0]}),
-        trajectory("mi_output", "ksg", {"fc1": [0.5, 0.6, 0.7], "fc2": [0.5, 0.6, 0.7]}),
+        trajectory("intrinsic_dimension", "twonn", ids),
+        trajectory("mi_input", "ksg", {"fc1": [1.0, 2.0, 3.0], "fc2": [2, 3, 4]}),
+        trajectory("mi_output", "ksg", {"fc1": [0.5, 0.6, 0.7], "fc2": [0.5] * 3}),
         trajectory("generalisation_gap", "accuracy", {"fc2": [0.02, 0.05, 0.12]}),
-    ]  # fmt: skip
+    ]
     return series, checkpoints, trajectories
 
 
