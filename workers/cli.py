@@ -403,7 +403,9 @@ def _say_defaults(arch: str) -> None:
 
 @app.command()
 def report(
-    result: Annotated[Path, typer.Argument(help="A result JSON (analyze --out).")],
+    result: Annotated[
+        Path | None, typer.Argument(help="A result JSON (analyze --out).")
+    ] = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The HTML file to write.")
     ] = Path("report.html"),
@@ -414,12 +416,41 @@ def report(
             "folder, or the attribution folder beside it, when present)."
         ),
     ] = None,
+    series: Annotated[
+        str | None, typer.Option(help="A series id: its report, through the API.")
+    ] = None,
+    audit: Annotated[
+        str | None, typer.Option(help="An audit id (with --run), through the API.")
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="The audit's run id.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="--series: the dataset id (default: the newest analysed)."),
+    ] = None,
 ) -> None:
-    """Write the HTML report of a result: one file, readable offline, printable."""
+    """Write the HTML report of a result, or (through BOTTLELENS_URL and
+    BOTTLELENS_API_KEY) of a series or an audit run: one file, readable offline,
+    printable."""
     from analysis.reporting import write_html
     from contract.result import upgrade_result
 
     _check_outputs({"--output": output}, {})
+    if (result is not None) + (series is not None) + (audit is not None) != 1:
+        raise _fail("give exactly one of RESULT, --series and --audit")
+    if (audit is None) != (run is None):
+        raise _fail("--audit and --run go together")
+    if result is None:
+        from analysis.reporting import write_page
+        from workers import cli_remote, report_remote
+
+        with cli_remote._api() as api:
+            html = (
+                report_remote.series_page(api, series, dataset)
+                if series is not None
+                else report_remote.audit_page(api, str(audit), str(run))
+            )
+        console.print(f"report written to {write_page(html, output)}")
+        return
     try:
         data = upgrade_result(json.loads(result.read_text(encoding="utf-8")))
     except (OSError, ValueError) as exc:
