@@ -67,7 +67,7 @@ def _colour(k: int, n: int) -> Any:
 
 
 def _legend(ax: Any, n: int) -> None:
-    if n <= _MAX_LEGEND:
+    if n <= _MAX_LEGEND and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
