@@ -5,14 +5,9 @@ The one entry point shared by the CLI, the Celery worker and notebooks.
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import hashlib
-import logging
 import platform
-import resource
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -21,33 +16,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from analysis.bottlenecks import find_bottlenecks, is_container
+from analysis.bottlenecks import find_bottlenecks
 from analysis.capture import capture, profile
 from analysis.config import AnalysisConfig, parse_config
 from analysis.datasets import Dataset
-from analysis.errors import BottlelensError, InvalidInputError
-from analysis.families import REGISTRY, Context, Family
+from analysis.errors import InvalidInputError
+from analysis.families import REGISTRY, Context
 from analysis.intake import dry_run
-from analysis.result import AnalysisResult, LayerResult
+from analysis.layer_selection import select_layers
+from analysis.measuring import Progress, measure_layers, measure_sections
+from analysis.result import AnalysisResult
 from analysis.threads import ensure_threads
-from analysis.types import LayerInfo, MetricValue
+from analysis.timing import StageTimer
 from contract.families import FAMILIES
 
-log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)``; stages: profile, capture, metrics, then the
-name of each family with a section (cka, attribution)."""
-
-# Layers that keep the width and content of the layer before them are left out of
-# "auto": they add rows, not information about where the representation changes.
-_PASS_THROUGH = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.modules.dropout._DropoutNd,
-    nn.Identity,
-)
 _PROVENANCE_PACKAGES = ("bottlelens", "torch", "numpy", "scikit-learn", "safetensors")
 
 
@@ -126,7 +108,7 @@ def analyse(
     dev = resolve_device(cfg.device if device is None else device)
     model = model.to(dev)
     report = progress or (lambda stage, done, total: None)
-    timer = _Timer(dev)
+    timer = StageTimer(dev)
 
     indices = _sample_indices(len(x), cfg.samples, cfg.seed)
     xs = x[indices]  # (n, ...)
@@ -176,8 +158,8 @@ def analyse(
         data_x=x,
         data_y=y,
     )
-    _measure_layers(ctx, families, neck_layers, report, warnings, timer, fatal)
-    sections = _sections(ctx, families, report, warnings, timer, fatal)
+    measure_layers(ctx, families, neck_layers, report, warnings, timer, fatal)
+    sections = measure_sections(ctx, families, report, warnings, timer, fatal)
     ctx.activations.clear()  # the captures are the largest thing held; done
     del cap
 
@@ -276,101 +258,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def select_layers(
-    model: nn.Module,
-    layers: list[LayerInfo],
-    spec: str,
-    bottlenecks: set[str],
-    factor: float = 2.0,
-) -> list[str]:
-    """Names of the records to capture, in execution order.
-
-    ``"all"``: every module call. ``"auto"``: the bottlenecks, plus every call of a
-    module that is a direct child of the model or of a container reached from the
-    model through containers only: the stages and blocks a reader names, not their
-    insides (a block's own ``downsample`` Sequential does not count). A container
-    is a ``Sequential``, ``ModuleList`` or ``ModuleDict``, or a module whose
-    children are each called once, in order, each on the previous one's output,
-    and whose output is its last child's (``analysis.bottlenecks.is_container``: a
-    transformer's ``encoder`` holding its blocks and a final norm). Containers
-    themselves (their output is their last child's) and pass-through layers
-    (normalisation, dropout, identity) are left out. Around each bottleneck "auto"
-    also takes the nearest call before and after it that is at least ``factor``
-    times wider (what enters and leaves the neck: a transformer MLP's hidden
-    layer lies inside its block). Otherwise a comma-separated list of fnmatch
-    globs; a glob matching nothing is an error.
-    """
-    if spec == "all":
-        return [layer.name for layer in layers]
-    modules = dict(model.named_modules())
-    if spec == "auto":
-        chosen = []
-        containers: dict[str, bool] = {}
-        for layer in layers:
-            module = modules.get(layer.name.split("#")[0])
-            outline = _in_outline(modules, layer.parent, containers)
-            skip = isinstance(module, _PASS_THROUGH) or (
-                module is not None
-                and _container(modules, layer.name.split("#")[0], containers)
-            )
-            if layer.name in bottlenecks or (outline and not skip):
-                chosen.append(layer.name)
-        around = _neck_neighbours(layers, bottlenecks, factor)
-        return [x.name for x in layers if x.name in around or x.name in chosen]
-    globs = [g.strip() for g in spec.split(",") if g.strip()]
-    unmatched = [
-        g for g in globs if not any(fnmatch.fnmatchcase(x.name, g) for x in layers)
-    ]
-    if unmatched:
-        sample = ", ".join(layer.name for layer in layers[:12])
-        raise InvalidInputError(
-            f"layer patterns {unmatched} match no layer; layers are named like: "
-            f"{sample}{', ...' if len(layers) > 12 else ''}"
-        )
-    return [
-        layer.name
-        for layer in layers
-        if any(fnmatch.fnmatchcase(layer.name, g) for g in globs)
-    ]
-
-
-def _neck_neighbours(
-    layers: list[LayerInfo], bottlenecks: set[str], factor: float
-) -> set[str]:
-    """For each bottleneck, the nearest call before and after it whose width is at
-    least ``factor`` times the neck's."""
-    found: set[str] = set()
-    for i, layer in enumerate(layers):
-        if layer.name not in bottlenecks:
-            continue
-        wide = [x.width >= factor * layer.width for x in layers]
-        before = [j for j in range(i) if wide[j]]
-        after = [j for j in range(i + 1, len(layers)) if wide[j]]
-        found |= {layers[j].name for j in (before[-1:] + after[:1])}
-    return found
-
-
-def _in_outline(
-    modules: dict[str, nn.Module], parent: str, containers: dict[str, bool]
-) -> bool:
-    """True when ``parent`` is the model, or a container whose ancestors up to the
-    model are all containers."""
-    while parent:
-        if not _container(modules, parent, containers):
-            return False
-        parent = parent.rpartition(".")[0]
-    return True
-
-
-def _container(
-    modules: dict[str, nn.Module], name: str, containers: dict[str, bool]
-) -> bool:
-    if name not in containers:
-        module = modules.get(name)
-        containers[name] = module is not None and is_container(module)
-    return containers[name]
-
-
 def _reconstructs(output: Any, xs: torch.Tensor) -> bool:
     """The model's output has its input's size per sample (an autoencoder)."""
     return isinstance(output, torch.Tensor) and output[0].numel() == xs[0].numel()
@@ -381,183 +268,6 @@ def _sample_indices(n: int, samples: int | None, seed: int) -> torch.Tensor:
         return torch.arange(n)
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=gen)[:samples].sort().values
-
-
-def _measure_layers(
-    ctx: Context,
-    families: list[Family],
-    neck_layers: set[str],
-    report: Progress,
-    warnings: list[str],
-    timer: _Timer,
-    fatal: tuple[type[BaseException], ...],
-) -> None:
-    """Every per-layer family on every captured layer, into ``ctx.layers``.
-
-    A family that fails on a layer leaves that layer's other rows in place; its
-    own rows there are ``null`` with the reason, and a warning names it.
-    """
-    report("metrics", 0, len(ctx.layer_infos))
-    measured: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]] = {}
-    for done, info in enumerate(ctx.layer_infos, start=1):
-        acts = ctx.activations[info.name]  # (n, stored_width)
-        twin = _identical_to(acts, measured)
-        if twin is not None:
-            metrics = _copied_rows(ctx, twin)
-        else:
-            measured.setdefault(tuple(acts.shape), []).append((info.name, acts))
-            metrics = []
-            for family in families:
-                with timer(family.name, info.name):
-                    try:
-                        metrics += family.layer_rows(ctx, info, acts)
-                    except fatal:
-                        raise
-                    except Exception as exc:
-                        reason = _failure(exc)
-                        warnings.append(
-                            f"{family.name} failed on {info.name}: {reason}"
-                        )
-                        metrics += family.void_rows(ctx, reason)
-        ctx.layers.append(_layer_result(info, info.name in neck_layers, metrics))
-        report("metrics", done, len(ctx.layer_infos))
-
-
-def _identical_to(
-    acts: torch.Tensor, measured: dict[tuple[int, ...], list[tuple[str, torch.Tensor]]]
-) -> str | None:
-    """The earlier layer whose stored activations equal ``acts`` exactly (an
-    identity, a dropout in eval, an in-place activation captured twice), if any."""
-    for name, other in measured.get(tuple(acts.shape), []):
-        if torch.equal(acts, other):
-            return name
-    return None
-
-
-def _copied_rows(ctx: Context, twin: str) -> list[MetricValue]:
-    """The rows of layer ``twin``, for a layer whose outputs equal its: measured
-    once, each copy flagged ``identical`` with ``params["identical_to"]``."""
-    source = next(layer for layer in ctx.layers if layer.name == twin)
-    rows = []
-    for row in source.metrics:
-        copy = row.model_copy(deep=True)
-        copy.params["identical_to"] = twin
-        copy.flags = [*copy.flags, "identical"]
-        rows.append(copy)
-    return rows
-
-
-def _sections(
-    ctx: Context,
-    families: list[Family],
-    report: Progress,
-    warnings: list[str],
-    timer: _Timer,
-    fatal: tuple[type[BaseException], ...],
-) -> dict[str, Any]:
-    """The families' own sections, each after the families it reads (``after``);
-    a failure keeps the rest and says why."""
-    sections = ctx.sections
-    for family in _after_order(families):
-        key = family.spec.section
-        if key is None:
-            continue
-        report(family.name, 0, 1)
-        with timer(family.name):
-            try:
-                sections[key] = family.section(ctx)
-            except fatal:
-                raise
-            except Exception as exc:
-                reason = _failure(exc)
-                warnings.append(f"{family.name} failed: {reason}")
-                sections[key] = family.void_section(reason)
-        report(family.name, 1, 1)
-    return sections
-
-
-def _after_order(families: list[Family]) -> list[Family]:
-    """``families`` in their order, except that each comes after those named in
-    its spec's ``after`` (a stable topological order; ``after`` has no cycles)."""
-    pending, done = list(families), []
-    while pending:
-        ready = next(
-            f
-            for f in pending
-            if not any(g.name in f.spec.after for g in pending if g is not f)
-        )
-        pending.remove(ready)
-        done.append(ready)
-    return done
-
-
-def _failure(exc: Exception) -> str:
-    """A failure as a row's reason: the library's own message, or the type."""
-    if isinstance(exc, BottlelensError):
-        return str(exc)
-    log.warning("a metric family failed", exc_info=exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-class _Timer:
-    """Seconds spent per stage, summed over its calls, per layer within a family,
-    and the memory high-water mark at the end of each stage (the process's
-    resident set; on CUDA also the most the device held during the stage)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.seconds: dict[str, float] = {}
-        self.layers: dict[str, dict[str, float]] = {}
-        self.peaks_mb: dict[str, dict[str, float]] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str, layer: str | None = None) -> Iterator[None]:
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            spent = time.perf_counter() - start
-            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + spent, 4)
-            if layer is not None:
-                per = self.layers.setdefault(stage, {})
-                per[layer] = round(per.get(layer, 0.0) + spent, 4)
-            peak = self.peaks_mb.setdefault(stage, {})
-            peak["rss"] = _rss_high_water_mb()
-            if cuda:
-                used = torch.cuda.max_memory_allocated(self.device) / 2**20
-                peak["cuda"] = round(max(peak.get("cuda", 0.0), used), 1)
-
-    def provenance(self) -> dict[str, Any]:
-        return {
-            "timings_s": self.seconds,
-            "layer_timings_s": self.layers,
-            "memory_peaks_mb": self.peaks_mb,
-        }
-
-
-def _rss_high_water_mb() -> float:
-    """The process's peak resident set so far (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (2**20 if platform.system() == "Darwin" else 2**10), 1)
-
-
-def _layer_result(
-    info: LayerInfo, is_bottleneck: bool, metrics: list[MetricValue]
-) -> LayerResult:
-    return LayerResult(
-        name=info.name,
-        index=info.index,
-        module=info.module,
-        shape=list(info.shape),
-        width=info.width,
-        is_bottleneck=is_bottleneck,
-        projected_to=info.projected_to,
-        projection=info.projection,
-        metrics=metrics,
-    )
 
 
 def _model_section(model: nn.Module, info: dict[str, Any] | None) -> dict[str, Any]:
