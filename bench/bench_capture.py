@@ -55,13 +55,15 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=4096)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build_model("resnet", {}).eval()  # ResNet-50, 25.6 M parameters
-    x = torch.randn(args.samples, 3, args.size, args.size)
+    device = torch.device(args.device)
+    model = build_model("resnet", {}).eval().to(device)  # ResNet-50, 25.6 M params
+    x = torch.randn(args.samples, 3, args.size, args.size, device=device)
     batches = list(x.split(args.batch_size))
     layers = profile(model, x[:2])
     stored = {
@@ -87,15 +89,15 @@ def main() -> None:
         for layer in layers:
             if layer.width > args.budget:
                 nnz[0] += SparseRandomProjection(
-                    layer.width, args.budget, layer_seed(0, layer.name)
+                    layer.width, args.budget, layer_seed(0, layer.name), device=device
                 ).nnz
 
     n_exact = args.samples * stored["exact"]  # float32 values kept by `exact`
-    touched = torch.ones(n_exact)
+    touched = torch.ones(n_exact, device=device)
 
     def first_touch() -> None:
         # Writing the stored bytes into fresh memory: the page-fault bound.
-        torch.empty(n_exact).fill_(1.0)
+        torch.empty(n_exact, device=device).fill_(1.0)
 
     def reused() -> None:
         # The same write into memory touched before: what the copies cost alone.
@@ -118,12 +120,15 @@ def main() -> None:
             with peak_rss() as rss:
                 start = time.perf_counter()
                 run()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
                 best[name] = min(best[name], time.perf_counter() - start)
             peak[name] = max(peak[name], rss["peak"])
 
     report = {
         "device": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cpus, torch {torch.__version__}",
+        f"{os.cpu_count()} cpus, torch {torch.__version__}"
+        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
         "threads": args.threads,
         "input": f"{args.samples} x 3 x {args.size} x {args.size}",
         "batch_size": args.batch_size,
