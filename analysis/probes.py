@@ -50,7 +50,9 @@ MAX_ITER = 100
 CI_LEVEL = 0.95
 # Cross-validations kept by content: the ``probe`` family and the ``probe`` MI
 # estimator fit the same folds on the same layer; the second reads the first's.
-_FOLDS_KEPT = 4
+# Enough for the full sample and every interval subsample of a layer in between
+# (each entry is one float64 per row).
+_FOLDS_KEPT = 32
 
 
 @dataclass

@@ -18,7 +18,7 @@ def counting_fits(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(probes, "_cross_validate", counted)
-    monkeypatch.setattr(probes, "_FOLDS", probes._FoldsCache(4))
+    monkeypatch.setattr(probes, "_FOLDS", probes._FoldsCache(probes._FOLDS_KEPT))
     return calls
 
 
@@ -47,16 +47,18 @@ def test_same_inputs_are_fitted_once(monkeypatch):
     assert len(calls) == 4
 
 
-def test_probe_family_and_mi_probe_share_the_full_sample_fit(monkeypatch):
+@pytest.mark.parametrize("n_subsamples", [0, 5])
+def test_probe_family_and_mi_probe_share_the_full_sample_fit(monkeypatch, n_subsamples):
     # seed 0, 120 rows, 5 folds: the probe accuracy reads the folds that the MI
-    # estimator's point estimate fitted; the values equal fresh fits exactly.
+    # estimator's point estimate fitted, also after its interval's subsample fits;
+    # the values equal fresh fits exactly.
     T, y = data(1)
     fresh = probe_accuracy(T, y, seed=0, cv=5)
     calls = counting_fits(monkeypatch)
-    mi = estimate_mi(T, y, "probe", seed=0, cv=5, n_subsamples=0)
+    mi = estimate_mi(T, y, "probe", seed=0, cv=5, n_subsamples=n_subsamples)
     n_after_mi = len(calls)
     kept = probe_accuracy(T, y, seed=0, cv=5)
-    assert len(calls) == n_after_mi == 1
+    assert len(calls) == n_after_mi == 1 + n_subsamples
     assert kept.value == fresh.value
     assert kept.params["fold_accuracies"] == fresh.params["fold_accuracies"]
     assert mi.value is not None and mi.value > 0.1
