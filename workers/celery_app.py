@@ -1,7 +1,7 @@
 """The Celery app of the workers, built from the service settings.
 
 Production: Redis as the broker. Embedded mode (``bottlelens serve --embedded``):
-SQLite as the broker (``sqla+sqlite:///./.bottlelens/...``), one solo worker.
+SQLite as the broker (``sqla+sqlite:///./.bottlelens/...``), one worker process.
 
 Delivery is at least once: a task is acknowledged after it ran (``acks_late``), a
 worker takes one task at a time (``prefetch_multiplier=1``), and a task whose worker

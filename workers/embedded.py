@@ -2,7 +2,8 @@
 
 SQLite holds the data and the queue (``sqla+sqlite``), files go under
 ``./.bottlelens/``, the API runs in this process (uvicorn) and one worker in a child
-process (``celery worker --pool solo`` with an embedded beat for the reconciler).
+process (``celery worker -c 1``, one pool process, with an embedded beat for the
+reconciler).
 Ctrl-C or SIGTERM stops the API, then the worker: warm shutdown first, then a kill
 after a grace period; an analysis cut short that way is re-run by the reconciler
 when the service is back.
@@ -101,7 +102,11 @@ def prepare(emb: Embedded) -> tuple[str, bool]:
 
 
 def worker_command(emb: Embedded, *, loglevel: str = "warning") -> list[str]:
-    """One solo worker on both queues, with beat running the reconciler."""
+    """One worker process on both queues, with beat running the reconciler.
+
+    A prefork pool of one, not ``solo``: a solo pool enforces no time limit, so a
+    runaway analysis would hold the only worker for ever; the pool process is
+    killed at the hard limit and replaced."""
     return [
         sys.executable,
         "-m",
@@ -114,7 +119,7 @@ def worker_command(emb: Embedded, *, loglevel: str = "warning") -> list[str]:
         "-c",
         "1",
         "--pool",
-        "solo",
+        "prefork",
         "--beat",
         "--schedule",
         str(emb.root / "celerybeat-schedule"),

@@ -74,13 +74,17 @@ NO_ROWS = {"layer": 0, "metric_value": 0, "bottleneck": 0, "analysis_export": 0}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("db", "broker"), [("postgres", "redis"), ("sqlite", "sqlite")]
+)
 def test_hard_time_limit_fails_a_runaway_analysis_and_replaces_the_process(
-    make_stack, inputs, tmp_path
+    make_stack, inputs, tmp_path, db, broker
 ) -> None:
     """The analysis swallows the soft limit (2 s); the hard one (4 s) kills the pool
     process, the main process records ``time_limit``, and a new pool process takes
-    the next task."""
-    stack = make_stack(db="postgres", broker="redis", task_time_limit_s=4, lease_s=60)
+    the next task. (A solo pool enforces no time limit at all: the embedded
+    worker runs a prefork pool of one for that reason.)"""
+    stack = make_stack(db=db, broker=broker, task_time_limit_s=4, lease_s=60)
     worker = stack.start_worker(
         app=FAULT_APP, pool="prefork", env={"BOTTLELENS_TEST_RUNAWAY": "1"}
     )
@@ -106,6 +110,16 @@ def test_hard_time_limit_fails_a_runaway_analysis_and_replaces_the_process(
     assert stack.wait_ready("models", model_id)["status"] == "ready"
     assert worker.poll() is None
     assert _row_counts(analysis_id) == NO_ROWS
+
+
+def test_the_embedded_worker_has_a_pool_that_enforces_time_limits(tmp_path) -> None:
+    """A solo pool runs tasks in the worker's own process and enforces no time
+    limit; the embedded worker must not use one (the test above runs its pool)."""
+    from workers.embedded import Embedded, worker_command
+
+    cmd = worker_command(Embedded(tmp_path))
+    assert cmd[cmd.index("--pool") + 1] == "prefork"
+    assert cmd[cmd.index("-c") + 1] == "1"
 
 
 # --- database connections terminated --------------------------------------------
