@@ -153,11 +153,12 @@ def _forget_queued() -> None:
     from sqlalchemy import text
 
     from service.db import get_engine
-    from workers.celery_app import app
+    from service.settings import get_settings
+    from workers.celery_app import make_celery
 
     with get_engine().begin() as conn:
         conn.execute(text("DELETE FROM analysis WHERE status = 'queued'"))
-    app.control.purge()
+    make_celery(get_settings()).control.purge()  # this stack's broker
 
 
 def _drain(run: Run, ids: dict[str, Any], workers: int, n: int) -> dict[str, Any]:
