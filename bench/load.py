@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.chaos import CONFIG, MLP, Run, _npz, _weights, parse  # noqa: E402
+from bench.chaos import parse  # noqa: E402
+from bench.stack import CONFIG, MLP, Run, _npz, _weights  # noqa: E402
 
 
 async def _level(
