@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from contract.tasks import QUEUES
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -171,7 +173,8 @@ class Run:
         uvicorn = f"-m uvicorn service.main:create_app --factory --port {port}"
         self.add("api", [sys.executable, *uvicorn.split(), *QUIET]).start()
         celery = [sys.executable, *["-m", "celery", "-A", "workers.celery_app"]]
-        worker = "worker -Q gpu,cpu -c 1 --pool solo --without-mingle -l warning"
+        worker = f"worker -Q {','.join(QUEUES)} -c 1 --pool solo --without-mingle"
+        worker += " -l warning"
         for n in range(a.workers):
             name = f"worker{n}"
             cmd = [*celery, *worker.split(), "--hostname", f"{name}@%h"]

@@ -11,7 +11,7 @@ a task before that; the app refuses to start otherwise. Duplicates are harmless:
 tasks claim a lease in the database first (``workers.tasks``), and the reconciler
 re-enqueues what a lost worker or a lost message left behind.
 
-Start a worker with ``celery -A workers.celery_app worker -Q gpu,cpu -c 1``.
+Start a worker with ``celery -A workers.celery_app worker -Q gpu,cpu,control -c 1``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
+from contract.tasks import GPU_QUEUE, QUEUES
 
 
 def default_concurrency(queues: list[str], cores: int | None = None) -> int:
@@ -60,9 +60,10 @@ def register(
             str,
             typer.Option(
                 help="Comma-separated queues: gpu (analyses on a device), "
-                "cpu (uploads' checks and analyses with device cpu)."
+                "cpu (uploads' checks and analyses with device cpu), control (the "
+                "reconciler and the audit tick: keep it on at least one worker)."
             ),
-        ] = f"{GPU_QUEUE},{CPU_QUEUE}",
+        ] = ",".join(QUEUES),
         concurrency: Annotated[
             int | None,
             typer.Option(
@@ -76,7 +77,7 @@ def register(
         ] = None,
         loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
     ) -> None:
-        """Run a worker of the service (Celery), on the gpu and/or cpu queue.
+        """Run a worker of the service (Celery), on the gpu, cpu and control queues.
 
         It reads BOTTLELENS_DATABASE_URL, BOTTLELENS_BROKER_URL and
         BOTTLELENS_STORAGE_DIR, as the API does.
@@ -84,9 +85,9 @@ def register(
         from workers.celery_app import app as celery
 
         names = [q.strip() for q in queues.split(",") if q.strip()]
-        unknown = sorted(set(names) - {GPU_QUEUE, CPU_QUEUE})
+        unknown = sorted(set(names) - set(QUEUES))
         if not names or unknown:
-            raise fail(f"--queues takes gpu and/or cpu, got {queues!r}")
+            raise fail(f"--queues takes {', '.join(QUEUES)}, got {queues!r}")
         processes = concurrency or default_concurrency(names)
         name = hostname or f"{'+'.join(names)}@{socket.gethostname()}"
         console.print(

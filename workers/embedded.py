@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.tasks import QUEUES
 from service.settings import EMBEDDED_DIR
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def worker_command(emb: Embedded, *, loglevel: str = "warning") -> list[str]:
         "workers.celery_app",
         "worker",
         "-Q",
-        "gpu,cpu",
+        ",".join(QUEUES),
         "-c",
         "1",
         "--pool",

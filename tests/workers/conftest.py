@@ -28,6 +28,8 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
+from contract.tasks import QUEUES
+
 ROOT = Path(__file__).resolve().parents[2]
 PG_ADMIN = os.environ.get(
     "BOTTLELENS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"
@@ -136,7 +138,8 @@ class Stack:
             app = "workers.celery_app" if slow_s is None else "tests.workers.slow_app"
         extra_env = {} if slow_s is None else {"BOTTLELENS_TEST_DELAY_S": str(slow_s)}
         extra_env |= env or {}
-        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "gpu,cpu"]
+        queues = ",".join(QUEUES)
+        cmd = [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", queues]
         cmd += ["-c", "1", "--pool", pool, "--loglevel", "info"]
         if beat:
             cmd += ["--beat", "--schedule", str(self.tmp / f"beat{n}")]

@@ -76,7 +76,7 @@ def test_worker_processes_and_threads_follow_the_machine() -> None:
         "worker", "-Q", "cpu", "-c", "8", "--hostname", "cpu@h", "--loglevel", "info",
     ]  # fmt: skip
     out = runner.invoke(app, ["worker", "--queues", "gpu,tpu"])
-    assert out.exit_code == 2 and "--queues takes gpu and/or cpu" in out.output
+    assert out.exit_code == 2 and "--queues takes gpu, cpu, control" in out.output
 
 
 def test_architectures_lists_every_key_with_type_and_default() -> None:
