@@ -171,8 +171,7 @@ def get_necks(analysis_id: str, key: ReadKey, session: SessionDep) -> NecksResul
     section = store.get_section(session, key.team_id, analysis_id, "necks")
     if section is None:
         raise NotFound(
-            f"analysis {analysis_id} has no necks section; run it with necks in "
-            "metrics"
+            f"analysis {analysis_id} has no necks section; run it with necks in metrics"
         )
     return NecksResult.model_validate(section)
 

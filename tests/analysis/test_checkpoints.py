@@ -237,7 +237,8 @@ def test_torchscript_always_refused(tmp_path):
 def test_unknown_format_lists_accepted(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(b"\x08\x07\x12\x04onnx" * 4)
-    with pytest.raises(InvalidInputError, match=r"unknown weight file format; accepted: safetensors"):
+    accepted = r"unknown weight file format; accepted: safetensors"
+    with pytest.raises(InvalidInputError, match=accepted):
         read_checkpoint(path)
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from analysis.config import AnalysisConfig, parse_config
+from analysis.config import parse_config
 from analysis.errors import InvalidInputError
 from analysis.result import SCHEMA_VERSION, AnalysisResult, LayerResult
 from analysis.types import Bottleneck, MetricValue
@@ -14,7 +14,10 @@ from analysis.types import Bottleneck, MetricValue
 
 def test_config_round_trips_and_is_frozen() -> None:
     cfg = parse_config(
-        {"samples": 500, "id": {"methods": ["twonn", "mle"], "params": {"mle": {"k": 10}}}}
+        {
+            "samples": 500,
+            "id": {"methods": ["twonn", "mle"], "params": {"mle": {"k": 10}}},
+        }
     )
     assert cfg.section("id").methods == ("twonn", "mle")
     assert parse_config(cfg.to_dict()) == cfg

@@ -63,9 +63,7 @@ def test_rest_worker_and_cli_agree_on_every_header_length(
             lib = _verdict(lambda: read_checkpoint(path).format)
         else:
             rest = _verdict(lambda: dataset_format(upload))
-            lib = _verdict(
-                lambda: load_dataset(str(path)).meta["format"]
-            )
+            lib = _verdict(lambda: load_dataset(str(path)).meta["format"])
         if not (rest == lib == "safetensors"):
             disagree.append((header_len, rest, lib))
     assert disagree == []
