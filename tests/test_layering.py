@@ -67,3 +67,21 @@ def test_no_unsafe_loading_outside_tests() -> None:
                     if not (isinstance(wo, ast.Constant) and wo.value is True):
                         offenders.append(f"{f.relative_to(ROOT)}:{node.lineno} {name}")
     assert offenders == []
+
+
+def test_the_service_and_its_workers_never_allow_code_checkpoints() -> None:
+    """``torch.export.load`` (which can unpickle) is reached only through
+    ``allow_code_checkpoints=True``; nothing an upload reaches passes it: the
+    service refuses export programs at upload, and the worker never allows them."""
+    offenders = []
+    for package in ("service", "workers"):
+        for f in (ROOT / package).rglob("*.py"):
+            if f.name == "cli.py":  # the local CLI's explicit, documented flag
+                continue
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.keyword)
+                    and node.arg == "allow_code_checkpoints"
+                ):
+                    offenders.append(f"{f.relative_to(ROOT)}:{node.value.lineno}")
+    assert offenders == []
