@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from contract.config import config_schema
 from contract.families import FAMILIES
-from service.schemas import ErrorInfo, _finite
+from service.schemas import AnalysisConfigBody, ErrorInfo
 
 METRICS = tuple(m for family in FAMILIES.values() for m in family.metrics)
 Operator = Literal["relative_change", "abs_change", "above", "below"]
@@ -74,28 +73,17 @@ class Rule(_Strict):
     require_no_overlap: bool = False
 
 
-class AuditCreate(_Strict):
+class AuditCreate(AnalysisConfigBody):
     """What to analyse, when, against which baseline, and when to alert."""
 
     name: str = Field(default="audit", min_length=1, max_length=200)
     model: Annotated[str, Field(min_length=1, max_length=64)] | SeriesCheckpoint = (
         Field(description="A model id, or the latest checkpoint of a series.")
     )
-    dataset_id: str = Field(min_length=1, max_length=64)
-    config: dict[str, Any] = Field(
-        default_factory=dict, json_schema_extra=config_schema()
-    )
     schedule: ScheduleSpec
     baseline: Baseline = "previous"
     rules: list[Rule] = Field(min_length=1, max_length=50)
     webhook_url: str | None = Field(default=None, min_length=1, max_length=2000)
-
-    @field_validator("config")
-    @classmethod
-    def _json_ready(cls, config: dict[str, Any]) -> dict[str, Any]:
-        if not _finite(config):
-            raise ValueError("config holds NaN or Infinity; use finite numbers")
-        return config
 
 
 class AuditPublic(BaseModel):

@@ -13,27 +13,23 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from analysis.reporting.tables import Notes as HtmlNotes
 from contract.result import FLAGS
 
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 NOTED_FLAGS = ("low_samples", "near_ceiling")
 
 
-class Notes:
+class Notes(HtmlNotes):
     """Numbered notes shared by every table of one result, each text once."""
 
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
     def mark(self, text: str) -> str:
-        if text not in self.texts:
-            self.texts.append(text)
-        return str(self.texts.index(text) + 1).translate(_SUPERSCRIPT)
+        return str(self.number(text)).translate(_SUPERSCRIPT)
 
     def lines(self) -> list[str]:
         return [
             f"{str(i + 1).translate(_SUPERSCRIPT)} {t}"
-            for i, t in enumerate(self.texts)
+            for i, t in enumerate(self.reasons)
         ]
 
 

@@ -18,15 +18,19 @@ def _text(v: Any) -> str:
 
 
 class Notes:
-    """Reasons of ``null`` values as numbered footnotes, each reason once."""
+    """Numbered notes (reasons of ``null`` values, flags), each text once; the
+    HTML tables mark them as ``<sup>n</sup>``, the console's as superscripts."""
 
     def __init__(self) -> None:
         self.reasons: list[str] = []
 
+    def number(self, text: str) -> int:
+        if text not in self.reasons:
+            self.reasons.append(text)
+        return self.reasons.index(text) + 1
+
     def ref(self, reason: str) -> str:
-        if reason not in self.reasons:
-            self.reasons.append(reason)
-        return f"<sup>{self.reasons.index(reason) + 1}</sup>"
+        return f"<sup>{self.number(reason)}</sup>"
 
     def html(self) -> str:
         if not self.reasons:
