@@ -40,6 +40,7 @@ __all__ = [
     "draw_split",
     "generalisation_gap",
     "per_sample_scores",
+    "score_table",
 ]
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -173,8 +174,20 @@ def per_sample_scores(
     reconstruction). The model runs in eval mode under ``no_grad`` on its own
     device, in batches of ``batch_size``, and keeps the mode it had.
     """
+    return score_table(model, x, y, (score,), batch_size)[score]
+
+
+def score_table(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    scores: Sequence[Literal["accuracy", "loss"]],
+    batch_size: int = 256,
+) -> dict[str, torch.Tensor]:
+    """:func:`per_sample_scores` of several ``scores`` from one forward pass per
+    batch: ``{score: (N,) float64}``."""
     classes = not y.is_floating_point()
-    if score == "accuracy" and not classes:
+    if "accuracy" in scores and not classes:
         raise InvalidInputError("accuracy needs class labels: use score='loss'")
     device = next(
         (p.device for p in [*model.parameters(), *model.buffers()]),
@@ -182,7 +195,7 @@ def per_sample_scores(
     )
     was = model.training
     model.eval()
-    parts = []
+    parts: dict[str, list[torch.Tensor]] = {score: [] for score in scores}
     try:
         with torch.no_grad():
             for i in range(0, len(x), batch_size):
@@ -193,10 +206,12 @@ def per_sample_scores(
                         f"the model's output is a {type(out).__name__}, not a tensor"
                     )
                 target = y[i : i + batch_size].to(device)
-                parts.append(_per_sample(out.float(), target, score, classes).cpu())
+                for score in scores:
+                    row = _per_sample(out.float(), target, score, classes)
+                    parts[score].append(row.cpu())
     finally:
         model.train(was)
-    return torch.cat(parts).double()  # (N,)
+    return {score: torch.cat(rows).double() for score, rows in parts.items()}  # (N,)
 
 
 def _per_sample(

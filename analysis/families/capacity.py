@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from analysis.capacity import draw_split, generalisation_gap, per_sample_scores
+from analysis.capacity import draw_split, generalisation_gap, score_table
 from analysis.errors import DataError
 from analysis.families import Context, Family, register, void
 from analysis.types import MetricValue
@@ -62,10 +62,14 @@ class Capacity(Family):
             "necks": [],
             "reason": None,
         }
-        rows = [
-            _row(ctx, x, target, train, held, score, split, what)
-            for score in section.scores
-        ]
+        # one forward pass per part serves every score
+        scored = [s for s in section.scores if _scorable(s, target)]
+        bs = ctx.config.batch_size
+        parts = (
+            score_table(ctx.model, x[train], target[train], scored, bs),
+            score_table(ctx.model, x[held], target[held], scored, bs),
+        )
+        rows = [_row(parts, len(held), score, split, what) for score in section.scores]
         layer = _output_layer(ctx, out_shape)
         if layer is not None:
             layer.metrics += rows
@@ -178,29 +182,25 @@ def _target(
     return y, "labels"
 
 
+def _scorable(score: str, target: torch.Tensor) -> bool:
+    return not (score == "accuracy" and target.is_floating_point())
+
+
 def _row(
-    ctx: Context,
-    x: torch.Tensor,
-    target: torch.Tensor,
-    train: torch.Tensor,
-    held: torch.Tensor,
+    parts: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    n_held: int,
     score: Any,
     split: dict[str, Any],
     what: str,
 ) -> MetricValue:
-    if score == "accuracy" and target.is_floating_point():
+    if score not in parts[0]:
         why = (
             "accuracy needs class labels; the target is the input"
             if what == "input"
             else "accuracy needs class labels; the labels are real numbers"
         )
-        return void(GAP, score, len(held), why)
-    bs = ctx.config.batch_size
-    gap = generalisation_gap(
-        per_sample_scores(ctx.model, x[train], target[train], score, bs),
-        per_sample_scores(ctx.model, x[held], target[held], score, bs),
-        score,
-    )
+        return void(GAP, score, n_held, why)
+    gap = generalisation_gap(parts[0][score], parts[1][score], score)
     return MetricValue(
         GAP,
         score,
