@@ -16,6 +16,11 @@ Which outputs are recorded. A module's output is recorded when it is
 Anything else is skipped: ``None``, dicts, scalars, sparse or complex tensors and
 tensors whose first dimension is not the batch size (a sequence-first ``LSTM`` with
 more steps than samples). A skipped call still counts for the ``#k`` call names.
+
+A call whose output is the very tensor an earlier call of the same batch output,
+unchanged since (an ``Identity``, a dropout in eval mode), is stored once: both
+names read one storage, projected by the earlier call's projection (its seed is in
+both records). An in-place activation changes the tensor, so it is stored apart.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import fnmatch
 import hashlib
 import itertools
 import math
+import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -167,6 +173,7 @@ def capture(
     with _eval_mode(model), torch.no_grad(), forward_hooks(model, recorder):
         for xb in batches:
             recorder.start_batch(len(xb), offset=done)
+            store.seen.clear()
             out = model(xb.to(dev))
             if done == 0:
                 _check_names(wanted, recorder)
@@ -239,18 +246,26 @@ class _Slot:
         projection: SparseRandomProjection | None,
         total: int | None,
         device: torch.device,
+        source: _Slot | None = None,
     ) -> None:
         self.info = info
         self.projection = projection
         self.device = device
-        width = projection.width_out if projection is not None else info.width
+        self.width = projection.width_out if projection is not None else info.width
+        self.total = total
         self.filled = 0
         self.chunks: list[torch.Tensor] = []
         self.data: torch.Tensor | None = None
-        if total is not None:
-            self.data = torch.empty(total, width, dtype=torch.float32, device=device)
+        # An output that is the very tensor an earlier call output (an identity, a
+        # dropout in eval) is stored once: the slot reads its source's storage until
+        # a batch gives it a different tensor.
+        self.source = source
+        if total is not None and source is None:
+            self.data = torch.empty(
+                total, self.width, dtype=torch.float32, device=device
+            )
 
-    def write(self, x: torch.Tensor, offset: int) -> None:
+    def write(self, x: torch.Tensor, offset: int, *, same: bool = False) -> None:
         if tuple(x.shape[1:]) != self.info.shape:
             raise ShapeMismatchError(
                 f"layer {self.info.name!r} output per-sample shape "
@@ -262,19 +277,43 @@ class _Slot:
                 f"layer {self.info.name!r} was called more or less than once in a "
                 "batch; capture needs the same module calls in every batch"
             )
+        if self.source is not None:
+            if same:
+                self.filled += len(x)
+                return
+            self._own_storage()
         flat = x.detach().reshape(len(x), -1)  # (B, W), may be a view of x
         if self.projection is not None:
             flat = self.projection(flat)  # (B, k), a new tensor
-        if self.data is not None:
+        if self.total is not None:
+            assert self.data is not None
             self.data[offset : offset + len(x)].copy_(flat)
         else:
             self.chunks.append(flat.to(self.device, torch.float32, copy=True))
         self.filled += len(x)
 
+    def _own_storage(self) -> None:
+        """Copy what the source stored so far, and store from now on."""
+        assert self.source is not None
+        done = self.source.tensor()[: self.filled]  # (filled, width)
+        if self.total is not None:
+            self.data = torch.empty(
+                self.total, self.width, dtype=torch.float32, device=self.device
+            )
+            self.data[: self.filled].copy_(done)
+        else:
+            self.chunks = [done.clone()]
+        self.source = None
+
     def tensor(self) -> torch.Tensor:
-        if self.data is not None:
-            return self.data
-        return torch.cat(self.chunks)
+        if self.source is not None:
+            return self.source.tensor()
+        if self.chunks:  # streamed: joined when asked for, kept joined
+            joined = [self.data, *self.chunks] if self.data is not None else self.chunks
+            self.data = torch.cat(joined)  # (filled, width)
+            self.chunks = []
+        assert self.data is not None
+        return self.data
 
 
 @dataclass
@@ -287,24 +326,48 @@ class _Store:
     slots: dict[str, _Slot] = field(default_factory=dict)
     outputs: list[torch.Tensor] = field(default_factory=list)
     keep_outputs: bool | None = None
+    # The tensors recorded in this batch: id -> (weak reference, version, slot).
+    seen: dict[int, tuple[weakref.ref[torch.Tensor], int, _Slot]] = field(
+        default_factory=dict
+    )
 
     def on_record(self, info: LayerInfo, tensor: torch.Tensor, offset: int) -> None:
+        earlier = self._recorded_before(tensor)
         slot = self.slots.get(info.name)
         if slot is None:
             if offset != 0:
                 raise ShapeMismatchError(
                     f"layer {info.name!r} was not called in the first batch"
                 )
-            slot = self._new_slot(info)
+            slot = self._new_slot(info, earlier)
             self.slots[info.name] = slot
-        slot.write(tensor, offset)
+        root = slot.source
+        slot.write(tensor, offset, same=root is not None and earlier is root)
+        version = _version(tensor)
+        if version is not None:
+            owner = slot.source or slot
+            self.seen[id(tensor)] = (weakref.ref(tensor), version, owner)
 
-    def _new_slot(self, info: LayerInfo) -> _Slot:
+    def _recorded_before(self, tensor: torch.Tensor) -> _Slot | None:
+        """The slot that stored this very tensor, unchanged, earlier in the batch."""
+        entry = self.seen.get(id(tensor))
+        if entry is None:
+            return None
+        ref, version, slot = entry
+        if ref() is not tensor or _version(tensor) != version:
+            return None
+        return slot
+
+    def _new_slot(self, info: LayerInfo, earlier: _Slot | None) -> _Slot:
         keep = info.width <= self.budget or any(
             fnmatch.fnmatchcase(name, glob)
             for glob in self.exact
             for name in (info.name, module_name(info.name))
         )
+        if earlier is not None and keep == (earlier.projection is None):
+            return _Slot(
+                info, earlier.projection, self.total, self.device, source=earlier
+            )
         projection = None
         if not keep:
             projection = SparseRandomProjection(
@@ -344,9 +407,16 @@ class _Store:
                 )
             captured.append(info)
             activations[info.name] = slot.tensor()
-            slot.chunks.clear()
         outputs = torch.cat(self.outputs) if self.outputs else None
         return Capture(captured, activations, outputs)
+
+
+def _version(tensor: torch.Tensor) -> int | None:
+    """The in-place version counter; ``None`` for an inference-mode tensor."""
+    try:
+        return int(tensor._version)
+    except RuntimeError:
+        return None
 
 
 def _recorded_tensor(output: Any, batch: int) -> tuple[torch.Tensor | None, str]:

@@ -292,3 +292,61 @@ def test_inputs_of_another_size_in_a_later_batch_raise() -> None:
     with pytest.raises(ShapeMismatchError, match="one size"):
         capture(net, [torch.randn(2, 3, 6, 6), torch.randn(2, 3, 8, 8)])
     assert_no_hooks(net)
+
+
+class _SometimesIdentity(nn.Module):
+    """Returns its input itself in the first call, a new tensor afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x if self.calls == 1 else x + 1.0
+
+
+def test_an_identity_output_is_stored_once_with_its_source_projection() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.Identity(), nn.Identity()).eval()
+    x = torch.randn(10, 4)  # (10, 4)
+    for budget in (64, 4):  # kept exactly, then projected to 4
+        cap = capture(net, x, batch_size=3, budget=budget)
+        first = cap.activations["0"]
+        for name in ("1", "2"):
+            assert cap.activations[name].data_ptr() == first.data_ptr()
+        infos = {info.name: info for info in cap.layers}
+        assert infos["1"].projection == infos["0"].projection
+        with torch.no_grad():
+            expected = net[0](x)  # (10, 8)
+        if budget == 64:
+            torch.testing.assert_close(first, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_an_output_that_stops_being_its_input_gets_its_own_storage(
+    streamed: bool,
+) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), _SometimesIdentity()).eval()
+    x = torch.randn(10, 4)  # (10, 4)
+    # batches of 4, 4, 2: aliased in the first; an iterator has no known length
+    data = iter(list(x.split(4))) if streamed else x
+    cap = capture(net, data, batch_size=4)
+    with torch.no_grad():
+        h = net[0](x)  # (10, 8)
+    expected = torch.cat([h[:4], h[4:] + 1.0])
+    torch.testing.assert_close(cap.activations["1"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(cap.activations["0"], h, rtol=0, atol=0)
+    assert cap.activations["1"].data_ptr() != cap.activations["0"].data_ptr()
+
+
+def test_an_in_place_activation_is_not_taken_for_its_input() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True)).eval()
+    x = torch.randn(10, 4)  # (10, 4)
+    cap = capture(net, x, batch_size=4)
+    with torch.no_grad():
+        h = net[0](x)  # (10, 8)
+    torch.testing.assert_close(cap.activations["0"], h, rtol=0, atol=0)
+    torch.testing.assert_close(cap.activations["1"], h.clamp_min(0), rtol=0, atol=0)
