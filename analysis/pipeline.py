@@ -25,6 +25,7 @@ from analysis.families import REGISTRY, Context
 from analysis.intake import dry_run
 from analysis.layer_selection import select_layers
 from analysis.measuring import Progress, measure_layers, measure_sections
+from analysis.memory import pages_kept
 from analysis.result import AnalysisResult
 from analysis.threads import ensure_threads
 from analysis.timing import StageTimer
@@ -93,6 +94,22 @@ def analyse(
     'fc1'
     """
     ensure_threads()  # one thread policy, unless the caller set its own
+    with pages_kept():  # freed buffers reused, not faulted in again
+        return _analyse(
+            model, data, config, device, model_info, progress, artifacts_dir, fatal
+        )
+
+
+def _analyse(
+    model: nn.Module,
+    data: Dataset | torch.Tensor,
+    config: AnalysisConfig | dict[str, Any] | None,
+    device: str | torch.device | None,
+    model_info: dict[str, Any] | None,
+    progress: Progress | None,
+    artifacts_dir: str | Path | None,
+    fatal: tuple[type[BaseException], ...],
+) -> AnalysisResult:
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     cfg = parse_config(config)
