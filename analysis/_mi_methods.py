@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysis._mi_common import pca_reduce, row_ids, standardize, subseed
+from analysis._mi_common import (
+    MIMemo,
+    pca_memo,
+    remember,
+    row_ids,
+    standardize,
+    subseed,
+)
 from analysis._mi_knn import ksg, ross
 from analysis._mi_neural import infonce
 from analysis._mi_noisy import noisy_mi
@@ -28,6 +35,8 @@ JITTER = 1e-10
 # A value at 95% of a ceiling is flagged "near_ceiling".
 NEAR_CEILING = 0.95
 
+Tensor = torch.Tensor
+Memo = MIMemo | None  # what prepare_* computes from one tensor alone goes through it
 Rows = torch.Tensor | None
 Core = Callable[[Rows], tuple[float, dict[str, Any]]]
 
@@ -48,11 +57,11 @@ def _take(A: torch.Tensor, rows: Rows) -> torch.Tensor:
 
 
 def _reduce(
-    A: torch.Tensor, max_dim: int, seed: int
+    A: torch.Tensor, max_dim: int, seed: int, memo: MIMemo | None
 ) -> tuple[torch.Tensor, int | None]:
     """``A`` on its ``max_dim`` leading principal axes when wider, and that width."""
     if A.shape[1] > max_dim:
-        return pca_reduce(A, max_dim, seed), max_dim  # (N, max_dim)
+        return pca_memo(memo, A, max_dim, seed), max_dim  # (N, max_dim)
     return A, None
 
 
@@ -73,10 +82,10 @@ def _jitter_duplicates(A: torch.Tensor, seed: int) -> tuple[torch.Tensor, float]
 
 
 def prepare_ksg(
-    X: torch.Tensor, Y: torch.Tensor, discrete: bool, p: dict[str, Any], seed: int
+    X: Tensor, Y: Tensor, discrete: bool, p: dict[str, Any], seed: int, memo: Memo
 ) -> Prepared:
     k = p["k"]
-    X, q_x = _reduce(X, p["max_dim"], seed)
+    X, q_x = _reduce(X, p["max_dim"], seed, memo)
     X = standardize(X) if p["standardize"] else X.to(torch.float64)
     if discrete:
         X, jitter = _jitter_duplicates(X, seed)
@@ -92,7 +101,7 @@ def prepare_ksg(
             return ross(_take(X, rows), _take(Y, rows), k)[0], {}
 
     else:
-        Y, q_y = _reduce(Y, p["max_dim"], seed)
+        Y, q_y = _reduce(Y, p["max_dim"], seed, memo)
         Y = standardize(Y) if p["standardize"] else Y.to(torch.float64)
         Dx = X.shape[1]
         XY, jitter = _jitter_duplicates(torch.cat([X, Y], dim=1), seed)  # (N, Dx+Dy)
@@ -112,7 +121,7 @@ def prepare_ksg(
 
 
 def prepare_gaussian(
-    X: torch.Tensor, Y: torch.Tensor, discrete: bool, p: dict[str, Any], seed: int
+    X: Tensor, Y: Tensor, discrete: bool, p: dict[str, Any], seed: int, memo: Memo
 ) -> Prepared:
     if discrete:
         raise InvalidInputError(
@@ -120,8 +129,8 @@ def prepare_gaussian(
             "is no bound (it grows without limit as classes separate, while "
             "I <= H(Y)); use 'ksg' (Ross's estimator), 'probe' or 'binning'"
         )
-    X, q_x = _reduce(X, p["max_dim"], seed)
-    Y, q_y = _reduce(Y, p["max_dim"], seed)
+    X, q_x = _reduce(X, p["max_dim"], seed, memo)
+    Y, q_y = _reduce(Y, p["max_dim"], seed, memo)
     params, flags = _pca_record({"x": q_x, "y": q_y})
     shrink = p["shrinkage"]
     noise_model = "jointly Gaussian model" + (
@@ -142,7 +151,12 @@ def prepare_gaussian(
 
 
 def _sides(
-    X: torch.Tensor, Y: torch.Tensor, discrete: bool, which: str, name: str
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    discrete: bool,
+    which: str,
+    name: str,
+    memo: MIMemo | None,
 ) -> tuple[str, torch.Tensor, torch.Tensor]:
     """The representation side (``"X"``/``"Y"``), its rows, and the ids of the other
     side's rows (class labels, or distinct rows)."""
@@ -153,14 +167,19 @@ def _sides(
             f"continuous: pass {name}='X' (or 'auto')"
         )
     T, other = (X, Y) if side == "X" else (Y, X)
-    return side, T, other if other.ndim == 1 else row_ids(other)
+    if other.ndim == 1:
+        return side, T, other
+    return side, T, remember(memo, other, ("row_ids",), lambda: row_ids(other))
 
 
 def prepare_binning(
-    X: torch.Tensor, Y: torch.Tensor, discrete: bool, p: dict[str, Any], seed: int
+    X: Tensor, Y: Tensor, discrete: bool, p: dict[str, Any], seed: int, memo: Memo
 ) -> Prepared:
-    side, T, other = _sides(X, Y, discrete, p["binned"], "binned")
-    cells = bin_ids(T, p["n_bins"], p["bin_range"])  # (N,)
+    side, T, other = _sides(X, Y, discrete, p["binned"], "binned", memo)
+    n_bins, bin_range = p["n_bins"], p["bin_range"]
+    cells = remember(  # (N,)
+        memo, T, ("bins", n_bins, bin_range), lambda: bin_ids(T, n_bins, bin_range)
+    )
     over = "each unit's range" if p["bin_range"] == "unit" else "the layer's range"
     noise_model = (
         f"equal-width binning of {side}, {p['n_bins']} bins per unit over {over}"
@@ -175,9 +194,9 @@ def prepare_binning(
 
 
 def prepare_noisy(
-    X: torch.Tensor, Y: torch.Tensor, discrete: bool, p: dict[str, Any], seed: int
+    X: Tensor, Y: Tensor, discrete: bool, p: dict[str, Any], seed: int, memo: Memo
 ) -> Prepared:
-    side, T, other = _sides(X, Y, discrete, p["noised"], "noised")
+    side, T, other = _sides(X, Y, discrete, p["noised"], "noised", memo)
     if p["sigma"] is None:
         scale = float(T.to(torch.float64).std(dim=0).mean()) if T.shape[0] > 1 else 0.0
         sigma = p["sigma_rel"] * scale
@@ -200,13 +219,13 @@ def prepare_noisy(
 
 
 def prepare_infonce(
-    X: torch.Tensor, Y: torch.Tensor, discrete: bool, p: dict[str, Any], seed: int
+    X: Tensor, Y: Tensor, discrete: bool, p: dict[str, Any], seed: int, memo: Memo
 ) -> Prepared:
-    X, q_x = _reduce(X, p["max_dim"], seed)
+    X, q_x = _reduce(X, p["max_dim"], seed, memo)
     if discrete:
         Y, q_y = torch.nn.functional.one_hot(row_ids(Y)).to(torch.float32), None
     else:
-        Y, q_y = _reduce(Y, p["max_dim"], seed)
+        Y, q_y = _reduce(Y, p["max_dim"], seed, memo)
     params, flags = _pca_record({"x": q_x, "y": q_y})
     opts = {k: p[k] for k in ("batch_size", "steps", "lr", "hidden", "layers")}
     opts |= {"embed": p["embed"], "test_fraction": p["test_fraction"]}
@@ -223,14 +242,14 @@ def prepare_infonce(
 
 
 def prepare_probe(
-    X: torch.Tensor, Y: torch.Tensor, discrete: bool, p: dict[str, Any], seed: int
+    X: Tensor, Y: Tensor, discrete: bool, p: dict[str, Any], seed: int, memo: Memo
 ) -> Prepared:
     if not discrete:
         raise InvalidInputError(
             "'probe' needs Y as integer class labels of shape (N,), got a float "
             "tensor; for a continuous Y use 'ksg', 'gaussian' or 'infonce'"
         )
-    feats, labels, n_comp = probe_inputs(X, Y, p["max_dim"], seed)
+    feats, labels, n_comp = probe_inputs(X, Y, p["max_dim"], seed, memo)
     cv = p["cv"]
     folds_for(labels, cv)  # DataError now rather than in the first fit
 

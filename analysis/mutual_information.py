@@ -125,13 +125,13 @@ from analysis._id_uncertainty import (
     subsample_indices,
     subsample_problem,
 )
-from analysis._mi_common import as_pair
+from analysis._mi_common import MIMemo, as_pair
 from analysis._mi_methods import N_MIN, NEAR_CEILING, PREPARE, Prepared
 from analysis.errors import DataError, InvalidInputError
 from analysis.types import MetricValue
 from contract.estimators import MI_METHODS
 
-__all__ = ["MI_ESTIMATORS", "estimate_mi"]
+__all__ = ["MI_ESTIMATORS", "MIMemo", "estimate_mi"]
 
 MI_ESTIMATORS: tuple[str, ...] = MI_METHODS
 
@@ -143,6 +143,7 @@ def estimate_mi(
     *,
     seed: int = 0,
     metric: str = "mutual_information",
+    memo: MIMemo | None = None,
     **params: Any,
 ) -> MetricValue:
     """Mutual information ``I(X; Y)`` in nats by the estimator named ``method``.
@@ -156,6 +157,10 @@ def estimate_mi(
     method : one of ``MI_ESTIMATORS`` (see the module docstring).
     seed : seed of every random step (PCA, jitter, noise, critic, folds, subsamples).
     metric : the ``metric`` field of the result (e.g. ``"mi_input"``).
+    memo : an ``MIMemo`` to reuse what is computed from one of the tensors alone
+        (PCA, bins, distinct rows) across calls on the same tensors, such as the
+        input ``X`` of every layer of one analysis; the values are the same with or
+        without it. ``None``: nothing is kept.
     **params : the method's parameters (module docstring; defaults and ranges in
         ``contract.estimators``, the values used in ``params`` of the result) and,
         for every method, ``n_subsamples`` (0 for no interval),
@@ -207,7 +212,7 @@ def estimate_mi(
             params=p | {"seed": seed},
             reason=too_few,
         )
-    prep: Prepared = PREPARE[method](X, Y, discrete, p, seed)
+    prep: Prepared = PREPARE[method](X, Y, discrete, p, seed, memo)
     value, details = prep.core(None)
     low, high, se, sub_mean, ci_reason = _interval(
         prep, value, N, n_min, p, seed, X.device

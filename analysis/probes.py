@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from analysis._id_uncertainty import check_int, clip_to, sample_flags, sample_floor
-from analysis._mi_common import as_pair, pca_reduce
+from analysis._mi_common import MIMemo, as_pair, pca_memo
 from analysis.errors import DataError, InvalidInputError
 from analysis.types import MetricValue
 from contract.estimators import ProbeMIParams
@@ -67,10 +67,14 @@ class ProbeFolds:
 
 
 def probe_inputs(
-    T: torch.Tensor, y: torch.Tensor, max_dim: int | None, seed: int
+    T: torch.Tensor,
+    y: torch.Tensor,
+    max_dim: int | None,
+    seed: int,
+    memo: MIMemo | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Checked features ``(N, D')`` float64 and labels ``(N,)`` int64 as numpy, and
-    the PCA width (``None`` when not reduced)."""
+    the PCA width (``None`` when not reduced); the PCA through ``memo``."""
     if max_dim is not None and (
         isinstance(max_dim, bool) or not isinstance(max_dim, int) or max_dim < 1
     ):
@@ -85,7 +89,7 @@ def probe_inputs(
     q = DEFAULT_MAX_DIM if max_dim is None else max_dim
     reduced = T.shape[1] > q
     if reduced:
-        T = pca_reduce(T, q, seed)  # (N, q)
+        T = pca_memo(memo, T, q, seed)  # (N, q)
     feats = T.to(torch.float64).cpu().numpy()
     return feats, y.cpu().numpy(), (q if reduced else None)
 
@@ -190,6 +194,7 @@ def probe_accuracy(
     seed: int = 0,
     cv: int = _PROBE.cv,
     max_dim: int | None = None,
+    memo: MIMemo | None = None,
 ) -> MetricValue:
     """Cross-validated accuracy of a logistic-regression probe reading ``y`` from ``T``.
 
@@ -202,6 +207,9 @@ def probe_accuracy(
         least 2; ``params["cv_used"]`` says what ran, flag ``"cv_reduced"``).
     max_dim : widest input of the probe; a wider ``T`` is reduced by PCA first
         (flag ``"pca_reduced"``). ``None``: ``DEFAULT_MAX_DIM``.
+    memo : an ``analysis.mutual_information.MIMemo`` that keeps the PCA of ``T``
+        for other calls on it (the ``"probe"`` and ``"gaussian"`` MI estimators
+        reduce a layer the same way); same values with or without it.
 
     Returns
     -------
@@ -233,7 +241,7 @@ def probe_accuracy(
     from scipy.special import stdtrit
 
     check_int(seed, "seed", None)
-    feats, labels, n_comp = probe_inputs(T, y, max_dim, seed)
+    feats, labels, n_comp = probe_inputs(T, y, max_dim, seed, memo)
     N = int(labels.shape[0])
     n_min, too_few = sample_floor("mi", "probe", 0, N)
     if n_min > N:

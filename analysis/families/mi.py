@@ -6,6 +6,10 @@ labels (its formula on one-hot labels is not a bound and grows past H(Y)), so wi
 labels its ``mi_output`` row is ``null`` with that reason; ksg, binning or probe
 answer it. Without labels there is no ``mi_output``. The probe estimator's folds are
 the ``probe`` section's ``cv``.
+
+One ``MIMemo`` per analysis (in ``ctx.cache``, shared with the ``probe`` family)
+keeps what is computed from one tensor alone: the input's PCA, bins and distinct
+rows serve every layer, and a layer's PCA its several estimators.
 """
 
 from __future__ import annotations
@@ -17,11 +21,19 @@ import torch
 from analysis.capture import layer_seed
 from analysis.errors import DataError
 from analysis.families import Context, Family, register, void
-from analysis.mutual_information import estimate_mi
+from analysis.mutual_information import MIMemo, estimate_mi
 from analysis.projection import SparseRandomProjection
 from analysis.types import LayerInfo, MetricValue
 
 INPUT_NAME = "<input>"  # the projection-seed name of the flattened input
+
+
+def run_memo(ctx: Context) -> MIMemo:
+    """The analysis's ``MIMemo``, made on first use."""
+    memo = ctx.cache.get("mi_memo")
+    if memo is None:
+        memo = ctx.cache["mi_memo"] = MIMemo()
+    return memo
 
 
 def flat_input(x: torch.Tensor, budget: int, seed: int) -> tuple[torch.Tensor, Any]:
@@ -54,13 +66,13 @@ class MutualInformation(Family):
                 ctx.xs, ctx.config.budget, ctx.config.seed
             )
         x, note = ctx.cache["mi_input"]  # (n, <= budget)
-        y = ctx.ys
+        y, memo = ctx.ys, run_memo(ctx)
         discrete = y is not None and not y.is_floating_point()
         rows = []
         for method in ctx.section("mi").methods:
             params = self._params(ctx, method)
             if method != "probe":
-                row = _mi(x, acts, method, "mi_input", ctx.config.seed, params)
+                row = _mi(x, acts, method, "mi_input", ctx.config.seed, params, memo)
                 if note is not None:
                     row.params["input_projection"] = note
                 rows.append(row)
@@ -70,7 +82,9 @@ class MutualInformation(Family):
                 reason = "discrete Y: no Gaussian bound"
                 rows.append(void("mi_output", method, len(acts), reason, params))
                 continue
-            rows.append(_mi(acts, y, method, "mi_output", ctx.config.seed, params))
+            rows.append(
+                _mi(acts, y, method, "mi_output", ctx.config.seed, params, memo)
+            )
         return rows
 
     def void_rows(self, ctx: Context, reason: str) -> list[MetricValue]:
@@ -90,8 +104,9 @@ def _mi(
     metric: str,
     seed: int,
     params: dict[str, Any],
+    memo: MIMemo,
 ) -> MetricValue:
     try:
-        return estimate_mi(a, b, method, seed=seed, metric=metric, **params)
+        return estimate_mi(a, b, method, seed=seed, metric=metric, memo=memo, **params)
     except DataError as exc:
         return void(metric, method, len(a), str(exc), params)

@@ -1,4 +1,5 @@
-"""``probe``: cross-validated linear-probe accuracy of every captured layer."""
+"""``probe``: cross-validated linear-probe accuracy of every captured layer (the
+layer's PCA through the analysis's ``MIMemo``, shared with the ``mi`` family)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 
 from analysis.errors import DataError
 from analysis.families import Context, Family, register, void
+from analysis.families.mi import run_memo
 from analysis.probes import probe_accuracy
 from analysis.types import LayerInfo, MetricValue
 
@@ -24,7 +26,9 @@ class Probe(Family):
             return []  # the pipeline runs a class-label family only with labels
         cv = ctx.section("probe").cv
         try:
-            return [probe_accuracy(acts, y, seed=ctx.config.seed, cv=cv)]
+            return [
+                probe_accuracy(acts, y, seed=ctx.config.seed, cv=cv, memo=run_memo(ctx))
+            ]
         except DataError as exc:
             return [void(METRIC, ESTIMATOR, len(acts), str(exc), {"cv": cv})]
 
