@@ -102,9 +102,24 @@ def test_nnz_is_sparse() -> None:
     li = SparseRandomProjection(w, k, seed=0, kind="very_sparse")
     mean = w * k / math.sqrt(w)  # Li et al.: density 1/sqrt(width)
     assert abs(li.nnz - mean) < 6 * math.sqrt(mean)
-    for proj in (jl, li):
-        stored = sum(block.values().numel() for _, _, block in proj._blocks)
-        assert stored == proj.nnz < w * k / 50
+    stored = sum(rows.numel() for _, _, rows, _ in jl._scatter)
+    assert stored == jl.nnz < w * k / 50
+    stored = sum(block.values().numel() for _, _, block in li._blocks)
+    assert stored == li.nnz < w * k / 50
+
+
+def test_the_cpu_scatter_equals_the_csr_product_other_devices_run() -> None:
+    # sparse_jl sums by index_add_ on the CPU and by one CSR product per block
+    # elsewhere: the same matrix, so the same outputs up to float32 rounding
+    w, k = 70_000, 512  # three blocks of input features
+    proj = SparseRandomProjection(w, k, seed=5)
+    x = torch.randn(6, w, generator=torch.Generator().manual_seed(1))  # (6, w)
+    csr = torch.zeros(k, 6)
+    for start, n, rows, vals in proj._scatter:
+        block = proj._csr_by_feature(rows, vals)  # (k, n)
+        assert block._nnz() == proj.c * n
+        csr += torch.sparse.mm(block, x[:, start : start + n].T)
+    torch.testing.assert_close(proj(x), csr.T, rtol=1e-5, atol=1e-5)
 
 
 def test_describe_is_json_ready() -> None:
