@@ -19,9 +19,13 @@ def ledoit_wolf(Z: torch.Tensor) -> tuple[torch.Tensor, float]:
     ``(1 - delta) S + delta mu I``. The same formula as
     ``sklearn.covariance.ledoit_wolf`` (a test checks it).
     """
-    N, p = Z.shape
     Zc = Z - Z.mean(dim=0)  # (N, p)
-    S = Zc.T @ Zc / N  # (p, p)
+    return _shrunk(Zc, Zc.T @ Zc / Z.shape[0])
+
+
+def _shrunk(Zc: torch.Tensor, S: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``ledoit_wolf`` from the centred rows ``Zc`` (N, p) and their ``S`` (p, p)."""
+    N, p = Zc.shape
     mu = float(S.diagonal().sum()) / p
     eye = torch.eye(p, dtype=S.dtype, device=S.device)
     d2 = float(((S - mu * eye) ** 2).sum())
@@ -65,11 +69,15 @@ def gaussian(X: torch.Tensor, Y: torch.Tensor, shrinkage: str) -> tuple[float, f
             or torch.linalg.cholesky_ex(S).info.item() != 0
         )
     ):
-        S, delta = ledoit_wolf(Z)
+        S, delta = _shrunk(Zc, S)
     logdet_xy = torch.linalg.slogdet(S)[1]
     logdet_x = torch.linalg.slogdet(S[:Dx, :Dx])[1]
     logdet_y = torch.linalg.slogdet(S[Dx:, Dx:])[1]
     return float(0.5 * (logdet_x + logdet_y - logdet_xy)), delta
+
+
+# Values per block of rows in bin_ids (float64: 2 MB).
+_BIN_BLOCK = 2**18
 
 
 def bin_ids(T: torch.Tensor, n_bins: int, bin_range: str) -> torch.Tensor:
@@ -78,16 +86,21 @@ def bin_ids(T: torch.Tensor, n_bins: int, bin_range: str) -> torch.Tensor:
     (``bin_range="unit"``) or the layer's min..max for every unit (``"layer"``,
     Shwartz-Ziv & Tishby's convention for a bounded activation). A unit's maximum
     falls in its last bin."""
-    T = T.to(torch.float64)
+    # Extremes of T's own dtype are exact in float64; the codes are computed in
+    # float64 a block of rows at a time, so that the temporaries stay in cache.
     if bin_range == "unit":
-        lo, hi = torch.aminmax(T, dim=0)  # (D,), (D,)
+        lo, hi = (m.to(torch.float64) for m in torch.aminmax(T, dim=0))  # (D,)
     else:
-        lo, hi = T.min().expand(T.shape[1]), T.max().expand(T.shape[1])
+        lo, hi = (m.to(torch.float64).expand(T.shape[1]) for m in torch.aminmax(T))
     width = (hi - lo) / n_bins
     width = torch.where(width > 0, width, torch.ones_like(width))
-    codes = ((T - lo) / width).floor().clamp_(0, n_bins - 1)  # (N, D)
     dtype = torch.int16 if n_bins <= 2**15 else torch.int32
-    return row_ids(codes.to(dtype))
+    codes = torch.empty(T.shape, dtype=dtype, device=T.device)  # (N, D)
+    step = max(1, _BIN_BLOCK // max(1, T.shape[1]))
+    for s in range(0, T.shape[0], step):
+        block = (T[s : s + step].to(torch.float64) - lo) / width
+        codes[s : s + step] = block.floor_().clamp_(0, n_bins - 1)
+    return row_ids(codes)
 
 
 def plugin_mi(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
