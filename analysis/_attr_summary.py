@@ -23,6 +23,8 @@ def unit_summary(
     method: str = "conductance",
     params: Mapping[str, Any] | None = None,
     top_fractions: Sequence[float] = TOP_FRACTIONS,
+    resamples: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """How concentrated a layer's attribution is over its units.
 
@@ -39,6 +41,11 @@ def unit_summary(
       one unit) for each fraction ``f`` in ``top_fractions`` (default 1%, 5%,
       10%, 25% of the units).
 
+    With ``resamples`` > 0 every value gets a 95% percentile-bootstrap interval
+    over the N samples (``resamples`` draws of N rows with replacement, ``seed``):
+    how much it would move with another draw of samples, which matters when
+    ``attr`` holds a subset of the data.
+
     Parameters
     ----------
     attr:
@@ -48,6 +55,8 @@ def unit_summary(
     params:
         Recorded in every row's ``params`` (target rule, ``n_steps``, internal
         batch size ...), next to ``n_units`` and ``unit``.
+    resamples, seed:
+        Bootstrap draws of the intervals (0: no interval) and their seed.
 
     Returns
     -------
@@ -75,33 +84,40 @@ def unit_summary(
     base = {**dict(params or {}), "n_units": n_units, "unit": unit}
     n = len(a)
     reason = None if total > 0 and math.isfinite(total) else "all attributions are zero"
-    effective: float | None = None
-    shares: dict[str, float | None] = {}
-    metrics: list[MetricValue] = []
+    ks = [max(1, math.ceil(f * n_units)) for f in top_fractions]
+    values: list[float | None] = [None] * (1 + len(ks))
+    intervals: list[tuple[float | None, float | None]] = [(None, None)] * len(values)
     if reason is None:
-        p = importance / total  # (U,)
-        entropy = -(p[p > 0] * p[p > 0].log()).sum()
-        effective = float(entropy.exp())
-    metrics.append(
+        values = _concentration(importance[None], ks)[0].tolist()
+        if resamples > 0 and n > 1:
+            gen = torch.Generator().manual_seed(seed)
+            draws = torch.randint(n, (resamples, n), generator=gen)  # (R, N)
+            counts = torch.zeros(resamples, n, dtype=a.dtype)
+            counts.scatter_add_(1, draws, torch.ones_like(counts))  # (R, N)
+            boot = _concentration(counts @ per_unit.abs() / n, ks)  # (R, 1 + K)
+            q = torch.tensor([0.025, 0.975], dtype=a.dtype)
+            low, high = torch.nanquantile(boot, q, dim=0)  # (1 + K,) each
+            intervals = list(zip(low.tolist(), high.tolist(), strict=True))
+    metrics = [
         MetricValue(
             "attribution_effective_units",
             method,
-            effective,
+            values[0],
+            *intervals[0],
             n_samples=n,
             params=base,
             reason=reason,
         )
-    )
-    ordered = importance.sort(descending=True).values
-    for f in top_fractions:
-        k = max(1, math.ceil(f * n_units))
-        share = float(ordered[:k].sum() / total) if reason is None else None
-        shares[f"{100 * f:g}%"] = share
+    ]
+    shares: dict[str, float | None] = {}
+    for i, (f, k) in enumerate(zip(top_fractions, ks, strict=True), start=1):
+        shares[f"{100 * f:g}%"] = values[i]
         metrics.append(
             MetricValue(
                 "attribution_topk_share",
                 method,
-                share,
+                values[i],
+                *intervals[i],
                 n_samples=n,
                 params={**base, "fraction": f, "k": k},
                 reason=reason,
@@ -111,7 +127,21 @@ def unit_summary(
         "importance": importance.tolist(),
         "n_units": n_units,
         "unit": unit,
-        "effective_units": effective,
+        "effective_units": values[0],
         "topk_share": shares,
         "metrics": metrics,
     }
+
+
+def _concentration(importance: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """(R, U) importances -> (R, 1 + K): exp(H(p)), then the top-k shares.
+
+    A row that sums to zero gives NaN (a bootstrap draw of all-zero samples).
+    """
+    total = importance.sum(1, keepdim=True)  # (R, 1)
+    p = importance / total  # (R, U)
+    entropy = -torch.where(p > 0, p * p.log(), torch.zeros_like(p)).sum(1)  # (R,)
+    ordered = p.sort(1, descending=True).values.cumsum(1)  # (R, U)
+    top = ordered[:, [k - 1 for k in ks]]  # (R, K)
+    out = torch.cat([entropy.exp()[:, None], top], 1)  # (R, 1 + K)
+    return out.masked_fill(~(total > 0), math.nan)

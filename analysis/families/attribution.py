@@ -1,4 +1,5 @@
-"""``attribution``: Captum at every bottleneck; the summaries also join their
+"""``attribution``: Captum at every bottleneck; the summaries (over the seeded
+``attribution.samples`` subset, with bootstrap intervals over it) also join their
 layer's rows, the maps are saved under the artifacts folder.
 
 Target ``"auto"``: the reconstruction when the model's output has the input's
@@ -59,9 +60,11 @@ class Attribution(Family):
             ctx.bottlenecks,
             ctx.artifacts_dir,
             target=target,
+            n_samples=section.samples,
             n_maps=section.maps,
             seed=ctx.config.seed,
             n_steps=section.steps,
+            resamples=section.resamples,
         )
         by_name = {layer.name: layer for layer in ctx.layers}
         for entry in reports:

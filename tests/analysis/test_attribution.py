@@ -389,8 +389,13 @@ def test_plan_fits_the_budget() -> None:
     # conductance-like (points overlap): 33 points, 10 samples, 1000 bytes a row
     big = plan_batches(10, 33, row=1000, budget=10**9, overlap=True)
     assert (big.chunk, big.steps) == (10, 33)  # everything in one pass
+    # 100 rows hold 3 whole paths: no point computed twice (10 x 10 would repeat 3)
     mid = plan_batches(10, 33, row=1000, budget=100_000, overlap=True)
-    assert (mid.chunk, mid.steps) == (10, 10)
+    assert (mid.chunk, mid.steps) == (3, 33)
+    capped = plan_batches(10, 33, row=1000, budget=10**9, overlap=True, max_rows=70)
+    assert (capped.chunk, capped.steps) == (2, 33)
+    ig = plan_batches(10, 32, row=1000, budget=10**9, max_rows=64)
+    assert (ig.chunk, ig.steps) == (10, 6)  # integrated gradients repeat no point
     # 5 rows < 10 samples x 4 points: fewer samples, 4 points each
     low = plan_batches(10, 33, row=1000, budget=5_000, overlap=True)
     assert (low.chunk, low.steps) == (1, 4)
