@@ -171,12 +171,16 @@ def skip_statistics(
         recorder = _Recorder(join)
         out = recorder.run(*args, **kwargs)
         out = out[0] if isinstance(out, tuple | list) else out
-        s = recorder.operands[join.identity].flatten(1).double()  # (b, p)
-        f = recorder.operands[join.branch].flatten(1).double()  # (b, q)
-        es, ef = s.square().sum(1), f.square().sum(1)
+        s = recorder.operands[join.identity].flatten(1)  # (b, p)
+        f = recorder.operands[join.branch].flatten(1)  # (b, q)
+        # float64 sums of the input's products: no float64 copy of the operands
+        es = s.square().sum(1, dtype=torch.float64)
+        ef = f.square().sum(1, dtype=torch.float64)
         shares.append((es / (es + ef)).cpu())
         if join.kind == "add" and s.shape == f.shape:
-            cosines.append(torch.nn.functional.cosine_similarity(s, f, dim=1).cpu())
+            dot = (s * f).sum(1, dtype=torch.float64)
+            norms = (es * ef).sqrt().clamp_min(1e-8)  # cosine_similarity's eps
+            cosines.append((dot / norms).cpu())
         h, _ = _hsic_unbiased([args[0], out, f], s.device)
         hsic.add_(h.cpu())
         raise _Measured
