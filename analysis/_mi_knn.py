@@ -23,6 +23,10 @@ _BLOCK_BYTES = 8 * 2**20
 # at N=5000 it took 0.06 s against 0.62 s for the search at D=1 and 0.30 s against
 # 1.07 s at D=10 (5+5), and lost at D=50 (one thread, busy machine).
 TREE_MAX_DIM = 16
+# Largest (N, N) float64 matrix of X's distances that KSG keeps for later calls (an
+# MIMemo): at N=2000 it is 32 MB and saves half the scan's distances for every
+# layer of an analysis and every subsample of its interval.
+DX_KEEP_BYTES = 64 * 2**20
 
 
 def _chunk(N: int, chunk_size: int | None) -> int:
@@ -55,7 +59,11 @@ def count_within(
 
 
 def ksg(
-    X: torch.Tensor, Y: torch.Tensor, k: int, chunk_size: int | None = None
+    X: torch.Tensor,
+    Y: torch.Tensor,
+    k: int,
+    chunk_size: int | None = None,
+    dx: torch.Tensor | None = None,
 ) -> float:
     """KSG estimator 1 (Kraskov, Stoegbauer & Grassberger 2004, eq. 8) in nats.
 
@@ -69,13 +77,15 @@ def ksg(
     through KD-trees; otherwise one blockwise scan computes the marginal distances
     of a block of rows once and takes the joint ones as their maximum
     (``||z_i - z_j|| = max(||x_i - x_j||, ||y_i - y_j||)``), so that ``eps``, ``n_x``
-    and ``n_y`` come from the same two blocks. Same values either way.
+    and ``n_y`` come from the same two blocks. Same values either way. ``dx``: the
+    ``(N, N)`` max-norm distances of ``X``'s rows (``scans_x``), read instead of
+    computed by the scan.
     """
     N = X.shape[0]
     if _use_tree(X, X.shape[1] + Y.shape[1]):
         n_x, n_y = _ksg_counts_tree(X, Y, k)
     else:
-        n_x, n_y = _ksg_counts_scan(X, Y, k, _chunk(N, chunk_size))
+        n_x, n_y = _ksg_counts_scan(X, Y, k, _chunk(N, chunk_size), dx)
     mean_x = float(digamma(n_x.to(torch.float64) + 1).mean())
     mean_y = float(digamma(n_y.to(torch.float64) + 1).mean())
     return _psi(k) + _psi(N) - mean_x - mean_y
@@ -85,8 +95,22 @@ def _use_tree(A: torch.Tensor, width: int) -> bool:
     return A.device.type == "cpu" and width <= TREE_MAX_DIM
 
 
+def scans_x(X: torch.Tensor, Y: torch.Tensor) -> bool:
+    """Whether ``ksg(X, Y)`` scans the distances of ``X``'s rows (no KD-tree), and
+    their ``(N, N)`` matrix is small enough to keep (``DX_KEEP_BYTES``)."""
+    small = 8 * X.shape[0] ** 2 <= DX_KEEP_BYTES
+    return small and not _use_tree(X, X.shape[1] + Y.shape[1])
+
+
+def max_norm_distances(A: torch.Tensor) -> torch.Tensor:
+    """``(N, N)`` float64 max-norm distances of the rows of ``A`` (N, D); the same
+    values as the scan's blocks (each pair's distance is exact)."""
+    A64 = A.to(torch.float64)
+    return torch.cdist(A64, A64, p=math.inf)
+
+
 def _ksg_counts_scan(
-    X: torch.Tensor, Y: torch.Tensor, k: int, step: int
+    X: torch.Tensor, Y: torch.Tensor, k: int, step: int, dx_all: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     N = X.shape[0]
     X64, Y64 = X.to(torch.float64), Y.to(torch.float64)  # (N, Dx), (N, Dy)
@@ -95,7 +119,9 @@ def _ksg_counts_scan(
     for s in range(0, N, step):
         e = min(s + step, N)
         rows = torch.arange(s, e, device=X.device)
-        dx = torch.cdist(X64[s:e], X64, p=math.inf)  # (c, N)
+        dx = (  # (c, N)
+            torch.cdist(X64[s:e], X64, p=math.inf) if dx_all is None else dx_all[s:e]
+        ).clone()
         dy = torch.cdist(Y64[s:e], Y64, p=math.inf)  # (c, N)
         dx[rows - s, rows] = math.inf  # not one's own neighbour
         dy[rows - s, rows] = math.inf

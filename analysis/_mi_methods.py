@@ -21,7 +21,7 @@ from analysis._mi_common import (
     standardize,
     subseed,
 )
-from analysis._mi_knn import ksg, ross
+from analysis._mi_knn import ksg, max_norm_distances, ross, scans_x
 from analysis._mi_neural import infonce
 from analysis._mi_noisy import noisy_mi
 from analysis._mi_plugin import bin_ids, gaussian, plugin_mi
@@ -84,7 +84,7 @@ def _jitter_duplicates(A: torch.Tensor, seed: int) -> tuple[torch.Tensor, float]
 def prepare_ksg(
     X: Tensor, Y: Tensor, discrete: bool, p: dict[str, Any], seed: int, memo: Memo
 ) -> Prepared:
-    k = p["k"]
+    k, X_given = p["k"], X
     X, q_x = _reduce(X, p["max_dim"], seed, memo)
     X = standardize(X) if p["standardize"] else X.to(torch.float64)
     if discrete:
@@ -113,8 +113,15 @@ def prepare_ksg(
             "the resolution"
         )
 
+        # X's distances, for the next layer on the same X (jitter would move them)
+        dx = None
+        if memo is not None and jitter == 0.0 and scans_x(X, Y):
+            purpose = ("ksg_dx", p["max_dim"], p["standardize"], seed)
+            dx = memo.get(X_given, purpose, lambda: max_norm_distances(X))  # (N, N)
+
         def core(rows: Rows) -> tuple[float, dict[str, Any]]:
-            return ksg(_take(X, rows), _take(Y, rows), k), {}
+            d = dx if dx is None or rows is None else dx[rows][:, rows]  # (n, n)
+            return ksg(_take(X, rows), _take(Y, rows), k, dx=d), {}
 
     params["jitter"] = jitter
     return Prepared(core, noise_model, params, flags + ["jittered"] * (jitter > 0))
