@@ -44,7 +44,10 @@ def unit_summary(
     With ``resamples`` > 0 every value gets a 95% percentile-bootstrap interval
     over the N samples (``resamples`` draws of N rows with replacement, ``seed``):
     how much it would move with another draw of samples, which matters when
-    ``attr`` holds a subset of the data.
+    ``attr`` holds a subset of the data. The plug-in ``exp(H(p))`` is biased low
+    on few samples and its percentile interval covers less than 95% (0.78 on a
+    simulated 32-unit layer at N=64; 0.6-0.9 against 600 samples of a trained
+    small ResNet); the top-k shares' intervals held 0.87-0.95.
 
     Parameters
     ----------

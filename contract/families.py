@@ -104,12 +104,14 @@ class AttributionSection(Section):
     bootstrap draws of the summaries' intervals over the summarised samples.
 
     Each summarised sample costs about ``2 steps + 1`` forward+backward passes per
-    bottleneck, each map sample ``5 steps + 3``: 64 samples keep the README's
-    ResNet example (two bottlenecks, 2,000 samples) within about 25 s on two CPU
-    cores, and move the summaries by a few percent against all samples."""
+    bottleneck, each map sample ``3 steps + 2`` more (the sanity check): 48
+    samples keep the README's ResNet example (two bottlenecks, 2,000 samples)
+    near 30 CPU seconds. Against all samples, on a trained small ResNet and the
+    demo MLP, 48 samples moved the effective number of units by 0.7-2.5% on
+    average (at most 5.6% over 10 draws) and the top-10% share by 4-12%."""
 
     target: Literal["auto", "predicted", "label", "reconstruction"] | Int = "auto"
-    samples: Literal["all"] | Annotated[Int, Field(ge=1)] = 64
+    samples: Literal["all"] | Annotated[Int, Field(ge=1)] = 48
     maps: Int = Field(default=16, ge=1, le=256)
     steps: Int = Field(default=32, ge=2, le=1024)
     resamples: Int = Field(default=200, ge=20, le=10000)

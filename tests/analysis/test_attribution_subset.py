@@ -152,7 +152,7 @@ def test_images_run_channels_last_when_the_model_takes_it() -> None:
 
 
 def test_contract_section_samples() -> None:
-    assert AttributionSection().samples == 64
+    assert AttributionSection().samples == 48
     assert AttributionSection(samples="all").samples == "all"
     assert AttributionSection(samples=500).samples == 500
     for bad in (0, "some", 2.5, True):
