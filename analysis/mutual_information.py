@@ -200,7 +200,7 @@ def estimate_mi(
     if not isinstance(metric, str) or not metric:
         raise InvalidInputError(f"metric must be a non-empty string, got {metric!r}")
     p = checked_params("mi", method, params)
-    X, Y, discrete = as_pair(X, Y)
+    X, Y, discrete = as_pair(X, Y, memo)
     N = X.shape[0]
     n_min, too_few = sample_floor("mi", method, N_MIN[method](p), N)
     if n_min > N:

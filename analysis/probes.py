@@ -15,9 +15,9 @@ on the held-out rows. Newton-CG reaches the same (convex) optimum as scikit-lear
 default L-BFGS 2-3x faster here: on 800 x 256 features and 10 classes it took
 0.1-0.2 s against 0.2-0.56 s, most of L-BFGS's time being SciPy's own step.
 scikit-learn runs on the CPU: the reduced features are copied there, and the
-folds are fitted in as many threads as torch has (``analysis.set_threads``). A 1000 x 4096
-layer (10 classes, 5 folds) took 1.2-1.7 s on one core of a busy 2-core machine,
-a third of it the PCA.
+folds are fitted in as many threads as torch has (``analysis.set_threads``). A
+1000 x 4096 layer (10 classes, 5 folds) took 1.2-1.7 s on one core of a busy 2-core
+machine, a third of it the PCA.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def probe_inputs(
         raise InvalidInputError(
             f"max_dim must be a positive integer or None, got {max_dim!r}"
         )
-    T, y, discrete = as_pair(T, y)
+    T, y, discrete = as_pair(T, y, memo)
     if not discrete:
         raise InvalidInputError(
             "a probe needs y as integer class labels of shape (N,), got a float tensor"

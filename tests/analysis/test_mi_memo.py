@@ -6,6 +6,7 @@ import torch
 
 import analysis._mi_common as common
 from analysis._mi_common import MIMemo, pca_reduce
+from analysis.errors import DataError
 from analysis.mutual_information import estimate_mi
 from analysis.probes import probe_accuracy
 
@@ -109,3 +110,12 @@ def test_pca_axes_have_a_fixed_sign():
     V = torch.linalg.lstsq(A - A.mean(0), P).solution  # (30, 5) the axes
     top = V.abs().argmax(dim=0)
     assert bool((V[top, torch.arange(5)] > 0).all())
+
+
+def test_a_tensor_is_checked_once_and_again_after_a_change():
+    X, T, _ = layer_data()
+    memo = MIMemo()
+    estimate_mi(X, T, "binning", memo=memo, **PARAMS["binning"])
+    T[0, 0] = float("nan")  # in place: a new version, checked again
+    with pytest.raises(DataError, match="NaN"):
+        estimate_mi(X, T, "binning", memo=memo, **PARAMS["binning"])
