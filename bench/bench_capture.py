@@ -14,8 +14,9 @@ analysis runs under; ``--pages default`` under glibc's own. Memory: the peak
 resident set size (RSS, sampled from /proc every 2 ms) above the RSS before the
 run, next to what the stored activations and the projection matrices take;
 memory the C allocator kept from an earlier run is reused without showing up
-again, so the RSS rise can be below those sums. Reports only, no asserts. The targets are a capture
-within 1.5x a plain forward, without projection and with it.
+again, so the RSS rise can be below those sums. Reports only, no asserts. The
+targets are a capture within 1.5x a plain forward, without projection and with
+it.
 
 The bound of an exact capture: ``first_touch`` writes as many float32 values as
 ``exact`` stores into freshly allocated memory (every 4 KB page faults on its first

@@ -106,9 +106,10 @@ class AttributionSection(Section):
     Each summarised sample costs about ``2 steps + 1`` forward+backward passes per
     bottleneck, each map sample ``3 steps + 2`` more (the sanity check): with 48
     samples the README's ResNet example (two bottlenecks, 2,000 samples) took
-    32-37 CPU seconds on one thread, the sanity check a third of it. Against all samples, on a trained small ResNet and the
-    demo MLP, 48 samples moved the effective number of units by 0.7-2.5% on
-    average (at most 5.6% over 10 draws) and the top-10% share by 4-12%."""
+    32-37 CPU seconds on one thread, the sanity check a third of it. Against all
+    samples, on a trained small ResNet and the demo MLP, 48 samples moved the
+    effective number of units by 0.7-2.5% on average (at most 5.6% over 10 draws)
+    and the top-10% share by 4-12%."""
 
     target: Literal["auto", "predicted", "label", "reconstruction"] | Int = "auto"
     samples: Literal["all"] | Annotated[Int, Field(ge=1)] = 48
