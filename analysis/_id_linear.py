@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from analysis._id_uncertainty import SubsampledEstimator, as_matrix
+from analysis._id_uncertainty import SubsampledEstimator, as_matrix, shared
 from contract.estimators import ParticipationRatioParams, PCAParams
 
 _PCA, _PR = PCAParams(), ParticipationRatioParams()  # the defaults
@@ -53,28 +53,43 @@ class _LinearEstimator(SubsampledEstimator):
         """Supplied by each concrete estimator."""
 
     def _on(
-        self, X: torch.Tensor, lam: torch.Tensor | None = None
+        self,
+        X: torch.Tensor,
+        members: torch.Tensor | None = None,
+        lam: torch.Tensor | None = None,
     ) -> tuple[float, str | None]:
-        lo, hi = torch.aminmax(X, dim=0)
+        """The estimate on the rows ``members`` of ``X`` (all rows when ``None``),
+        from their eigenvalues ``lam`` when given."""
+        Xs = X if members is None else X[members]  # (m, D)
+        lo, hi = torch.aminmax(Xs, dim=0)
         if torch.equal(lo, hi):
             return math.nan, "all points identical"
-        return self._from_eigenvalues(covariance_eigenvalues(X) if lam is None else lam)
+        return self._from_eigenvalues(_eigenvalues(X, members) if lam is None else lam)
 
     def fit(self, X: Any) -> _LinearEstimator:
         self._check_params()
         X = as_matrix(X)  # (N, D)
         N, D = X.shape
         self.n_duplicates_ = 0  # duplicates are ordinary points for a covariance
-        self.eigenvalues_ = covariance_eigenvalues(X)
+        self.eigenvalues_ = _eigenvalues(X, None)
         n_min = self._start(N, 2)
         if n_min is None:
             return self
-        self.dimension_, self.reason_ = self._on(X, self.eigenvalues_)
+        self.dimension_, self.reason_ = self._on(X, lam=self.eigenvalues_)
         self._set_interval(
-            self.dimension_, lambda s: self._on(X[s])[0], N, n_min, X.device
+            self.dimension_, lambda s: self._on(X, s)[0], N, n_min, X.device
         )
         self._finish(N, D)
         return self
+
+
+def _eigenvalues(X: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+    """``covariance_eigenvalues`` of the rows ``members`` of ``X`` (all when
+    ``None``), computed once per ``shared_work`` scope for all linear estimators."""
+    if members is None:
+        return shared(X, ("eig", None), lambda: covariance_eigenvalues(X))
+    key = ("eig", members.cpu().numpy().tobytes())
+    return shared(X, key, lambda: covariance_eigenvalues(X[members]))
 
 
 class PCADimension(_LinearEstimator):

@@ -30,8 +30,10 @@ from __future__ import annotations
 import inspect
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -39,6 +41,63 @@ from analysis.errors import DataError, InvalidInputError
 from analysis.neighbors import search
 from contract.errors import ContractError
 from contract.estimators import estimator, resolve_params
+
+T = TypeVar("T")
+
+
+class _Shared:
+    """What estimators fitted on the same tensor share within ``shared_work``."""
+
+    def __init__(self, knn_length: int) -> None:
+        self.knn_length = knn_length
+        self.held: dict[Hashable, tuple[torch.Tensor, Any]] = {}
+
+
+_SCOPE: ContextVar[_Shared | None] = ContextVar("id_shared_work", default=None)
+
+
+@contextmanager
+def shared_work(knn_length: int = 0) -> Iterator[None]:
+    """Within it, ID estimators fitted on the same tensor compute the work they
+    have in common once: the neighbour search of TwoNN and MLE (searched
+    ``knn_length`` long at least, so that every estimator's shorter list is its
+    prefix) and the covariance spectra of the linear estimators (full set and each
+    seeded subsample). Everything held is dropped on exit; outside it, nothing is
+    kept."""
+    token = _SCOPE.set(_Shared(knn_length))
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def shared_knn_length(K: int) -> int:
+    """The neighbour-list length to search for a need of ``K``: the scope's, if
+    longer (``shared`` then serves the prefix)."""
+    scope = _SCOPE.get()
+    return K if scope is None else max(K, scope.knn_length)
+
+
+def shared(X: torch.Tensor, what: Hashable, compute: Callable[[], T]) -> T:
+    """``compute()``, or what it gave for the same ``what`` on the same data of
+    ``X`` earlier in the ``shared_work`` scope. The data are named by storage
+    address, shape, strides, dtype, device and version (an in-place change bumps
+    it); the tensor is held until the scope ends, so the address is not reused."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return compute()
+    key = (
+        X.data_ptr(),
+        tuple(X.shape),
+        X.stride(),
+        X.dtype,
+        str(X.device),
+        X._version,
+        what,
+    )
+    if key not in scope.held:
+        scope.held[key] = (X, compute())
+    return scope.held[key][1]
 
 
 def checked_params(family: str, name: str, params: dict[str, Any]) -> dict[str, Any]:

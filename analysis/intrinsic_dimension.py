@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -60,7 +62,11 @@ from analysis._id_uncertainty import (
     checked_params,
     n_neighbors_for_reuse,
     neighbor_dist_within,
+    shared,
+    shared_knn_length,
+    shared_work,
 )
+from analysis.errors import InvalidInputError
 from analysis.neighbors import search
 from analysis.types import MetricValue
 from contract.estimators import ID_METHODS, MLEParams, TwoNNParams
@@ -72,6 +78,7 @@ __all__ = [
     "ParticipationRatio",
     "TwoNN",
     "estimate_id",
+    "shared_fits",
 ]
 
 
@@ -100,6 +107,13 @@ class _KNNEstimator(SubsampledEstimator):
     def _estimate(self, dist: torch.Tensor, store: bool) -> tuple[float, str | None]:
         """Supplied by each concrete estimator."""
 
+    def search_length(self, N: int) -> int:
+        """Length of the neighbour lists that ``fit`` searches on ``N`` rows."""
+        k = self._n_neighbors()
+        if not self.n_subsamples:
+            return min(k, N - 1)
+        return n_neighbors_for_reuse(k, self.subsample_fraction, N)
+
     def fit(self, X: Any) -> _KNNEstimator:
         self._check_params()
         X = as_matrix(X)  # (N, D)
@@ -109,15 +123,11 @@ class _KNNEstimator(SubsampledEstimator):
         if n_min is None:
             self.n_unique_, self.n_duplicates_ = _distinct(X)
             return self
-        K = k
-        if self.n_subsamples:
-            K = n_neighbors_for_reuse(k, self.subsample_fraction, N)
-        dist, idx = search(X, K)
-        zero = dist[:, 0] == 0
-        self.n_duplicates_ = int(zero.sum())
-        if self.n_duplicates_:
-            # "+ 0.0" turns -0.0 into 0.0 so that unique() sees them as equal.
-            X = torch.cat([X[~zero], torch.unique(X[zero] + 0.0, dim=0)])
+        K = self.search_length(N)
+        K_s = min(N - 1, shared_knn_length(K))
+        X, self.n_duplicates_, dist, idx = shared(
+            X, ("knn", K_s), lambda: _distinct_neighbors(X, K_s)
+        )
         n = self.n_unique_ = X.shape[0]
         if n < n_min:
             self._void(
@@ -127,8 +137,8 @@ class _KNNEstimator(SubsampledEstimator):
                 f"{n_min}"
             )
             return self
-        if self.n_duplicates_:
-            dist, idx = search(X, min(K, n - 1))
+        # An exact sorted list searched longer holds the shorter one as its prefix.
+        dist, idx = dist[:, : min(K, n - 1)], idx[:, : min(K, n - 1)]
         self.dimension_, self.reason_ = self._estimate(dist[:, :k], store=True)
 
         def estimate_on(members: torch.Tensor) -> float:
@@ -139,6 +149,25 @@ class _KNNEstimator(SubsampledEstimator):
         self._set_interval(self.dimension_, estimate_on, n, n_min, X.device)
         self._finish(n, D)
         return self
+
+
+def _distinct_neighbors(
+    X: torch.Tensor, K: int
+) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+    """``X`` (N, D) with each group of identical rows kept once (n, D), the number
+    of rows that had an identical other, and the sorted ``min(K, n - 1)``-nearest
+    lists ``dist, idx`` (n, .) of the distinct rows (empty when ``n == 1``)."""
+    dist, idx = search(X, K)
+    zero = dist[:, 0] == 0
+    n_duplicates = int(zero.sum())
+    if n_duplicates:
+        # "+ 0.0" turns -0.0 into 0.0 so that unique() sees them as equal.
+        X = torch.cat([X[~zero], torch.unique(X[zero] + 0.0, dim=0)])
+        n = X.shape[0]
+        if n == 1:
+            return X, n_duplicates, dist[:1, :0], idx[:1, :0]
+        dist, idx = search(X, min(K, n - 1))
+    return X, n_duplicates, dist, idx
 
 
 class TwoNN(_KNNEstimator):
@@ -308,6 +337,36 @@ _CLASSES = {c.name: c for c in (TwoNN, MLE, PCADimension, ParticipationRatio)}
 ID_ESTIMATORS: dict[str, type[SubsampledEstimator]] = {
     name: _CLASSES[name] for name in ID_METHODS
 }
+
+
+@contextmanager
+def shared_fits(N: int, methods: dict[str, dict[str, Any]]) -> Iterator[None]:
+    """A scope in which the estimators ``methods`` (name -> keyword parameters)
+    fitted on one tensor of ``N`` rows do their common work once: one neighbour
+    search, as long as the longest that the kNN estimators need (each reads its
+    prefix: the same lists, except that a neighbour which float32 rounding had kept
+    out of a shorter search's candidates is found), and one covariance spectrum
+    per row set for the linear estimators (the same numbers). Dropped on exit.
+
+    Example
+    -------
+    >>> X = torch.randn(500, 16)
+    >>> methods = {"twonn": {}, "mle": {"k": 10}}
+    >>> with shared_fits(len(X), methods):
+    ...     rows = [estimate_id(X, m, **p) for m, p in methods.items()]
+    """
+    K = 0
+    for method, params in methods.items():
+        cls = ID_ESTIMATORS.get(method)
+        if cls is None or not issubclass(cls, _KNNEstimator):
+            continue
+        try:
+            est = cls(**checked_params("id", method, params))
+        except InvalidInputError:
+            continue  # the fit itself reports it
+        K = max(K, est.search_length(N))
+    with shared_work(K):
+        yield
 
 
 def estimate_id(

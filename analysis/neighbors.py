@@ -267,12 +267,22 @@ def _exact_dist(
 ) -> torch.Tensor:
     """Distances ``||x_rows[i] - x_cand[i, j]||`` in float64, from differences."""
     c, n_cand = cand.shape
-    step = max(1, _RECHECK_BYTES // (8 * n_cand * X.shape[1]))
+    D = X.shape[1]
+    step = max(1, _RECHECK_BYTES // (8 * n_cand * D))
     out = torch.empty(c, n_cand, dtype=torch.float64, device=X.device)
+    # Reused buffers: a fresh multi-MB block per row costs more in page faults
+    # than the arithmetic (1.5x the time at N=2000, D=4096, 80 candidates).
+    gathered = torch.empty(step * n_cand, D, dtype=X.dtype, device=X.device)
+    b64 = torch.empty(step, n_cand, D, dtype=torch.float64, device=X.device)
     for s in range(0, c, step):
-        a = X[rows[s : s + step]].to(torch.float64).unsqueeze(1)  # (s, 1, D)
-        b = X[cand[s : s + step]].to(torch.float64)  # (s, n_cand, D)
-        out[s : s + step] = torch.cdist(
+        e = min(s + step, c)
+        g = torch.index_select(
+            X, 0, cand[s:e].reshape(-1), out=gathered[: (e - s) * n_cand]
+        )
+        b = b64[: e - s]
+        b.view(-1, D).copy_(g)  # (s, n_cand, D) float64, exact
+        a = X[rows[s:e]].to(torch.float64).unsqueeze(1)  # (s, 1, D)
+        out[s:e] = torch.cdist(
             a, b, compute_mode="donot_use_mm_for_euclid_dist"
         ).squeeze(1)
     return out

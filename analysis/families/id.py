@@ -6,7 +6,7 @@ import torch
 
 from analysis.errors import DataError
 from analysis.families import Context, Family, register, void
-from analysis.intrinsic_dimension import estimate_id
+from analysis.intrinsic_dimension import estimate_id, shared_fits
 from analysis.types import LayerInfo, MetricValue
 
 METRIC = "intrinsic_dimension"
@@ -20,13 +20,18 @@ class IntrinsicDimension(Family):
         self, ctx: Context, info: LayerInfo, acts: torch.Tensor
     ) -> list[MetricValue]:
         section = ctx.section("id")
+        methods = {m: section.params.get(m, {}) for m in section.methods}
         rows = []
-        for method in section.methods:
-            params = section.params.get(method, {})
-            try:
-                rows.append(estimate_id(acts, method, seed=ctx.config.seed, **params))
-            except DataError as exc:
-                rows.append(void(METRIC, method, len(acts), str(exc), params))
+        # One neighbour search and one spectrum per row set for all the methods.
+        with shared_fits(len(acts), methods):
+            for method in section.methods:
+                params = methods[method]
+                try:
+                    rows.append(
+                        estimate_id(acts, method, seed=ctx.config.seed, **params)
+                    )
+                except DataError as exc:
+                    rows.append(void(METRIC, method, len(acts), str(exc), params))
         return rows
 
     def void_rows(self, ctx: Context, reason: str) -> list[MetricValue]:
