@@ -32,19 +32,41 @@ def covariance_eigenvalues(X: torch.Tensor) -> torch.Tensor:
     ``eigvalsh`` runs in float64. Negative rounding noise is clipped to 0.
     """
     N, D = X.shape
+    if N <= D:
+        return _spectrum(_centred_gram(X), N)
     dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
     mean = X.mean(dim=0, dtype=torch.float64).to(dtype)  # (D,)
-    if N <= D:
-        Xc = X.to(dtype) - mean  # (N, D)
-        M = (Xc @ Xc.T).to(torch.float64)  # (N, N)
-    else:
-        M = torch.zeros(D, D, dtype=torch.float64, device=X.device)
-        step = max(1, _BLOCK_BYTES // (8 * D))
-        for s in range(0, N, step):
-            B = X[s : s + step].to(dtype) - mean  # (b, D)
-            M += (B.T @ B).to(torch.float64)
+    M = torch.zeros(D, D, dtype=torch.float64, device=X.device)
+    step = max(1, _BLOCK_BYTES // (8 * D))
+    for s in range(0, N, step):
+        B = X[s : s + step].to(dtype) - mean  # (b, D)
+        M += (B.T @ B).to(torch.float64)
+    return _spectrum(M, N)
+
+
+def _centred_gram(X: torch.Tensor) -> torch.Tensor:
+    """``(N, N)`` float64 Gram matrix of the rows of ``X`` centred on their mean,
+    from a product in the input's precision (see ``covariance_eigenvalues``)."""
+    dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
+    Xc = X.to(dtype) - X.mean(dim=0, dtype=torch.float64).to(dtype)  # (N, D)
+    return (Xc @ Xc.T).to(torch.float64)
+
+
+def _subset_gram(K: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """The centred Gram matrix of the rows ``members`` from the centred Gram ``K``
+    of all rows: ``H K[s, s] H`` with ``H = I - 1 1^T / m`` (exact algebra; float64
+    here, against a float32 product of the rows: the same eigenvalues to 1e-7
+    relative, no ``m x m x D`` product per subsample)."""
+    Ks = K[members][:, members]  # (m, m)
+    r = Ks.mean(dim=1)  # (m,)
+    return Ks - r[:, None] - r[None, :] + r.mean()
+
+
+def _spectrum(M: torch.Tensor, n: int) -> torch.Tensor:
+    """Covariance eigenvalues, descending, from the centred Gram or scatter
+    matrix ``M`` of ``n`` rows."""
     lam = torch.linalg.eigvalsh(M).flip(0).clamp_min(0.0)
-    return lam / max(N - 1, 1)
+    return lam / max(n - 1, 1)
 
 
 class _LinearEstimator(SubsampledEstimator):
@@ -57,39 +79,53 @@ class _LinearEstimator(SubsampledEstimator):
         X: torch.Tensor,
         members: torch.Tensor | None = None,
         lam: torch.Tensor | None = None,
+        gram: torch.Tensor | None = None,
     ) -> tuple[float, str | None]:
         """The estimate on the rows ``members`` of ``X`` (all rows when ``None``),
-        from their eigenvalues ``lam`` when given."""
-        Xs = X if members is None else X[members]  # (m, D)
-        lo, hi = torch.aminmax(Xs, dim=0)
-        if torch.equal(lo, hi):
+        from their eigenvalues ``lam`` when given, else from the full set's centred
+        Gram matrix ``gram`` when given."""
+        if lam is None:
+            lam = _eigenvalues(X, members, gram)
+        # identical rows centre to exact zeros: no variance, not even rounding
+        if float(lam.sum()) == 0.0:
             return math.nan, "all points identical"
-        return self._from_eigenvalues(_eigenvalues(X, members) if lam is None else lam)
+        return self._from_eigenvalues(lam)
 
     def fit(self, X: Any) -> _LinearEstimator:
         self._check_params()
         X = as_matrix(X)  # (N, D)
         N, D = X.shape
         self.n_duplicates_ = 0  # duplicates are ordinary points for a covariance
-        self.eigenvalues_ = _eigenvalues(X, None)
+        # N <= D: every subsample's spectrum comes from the full set's Gram matrix
+        gram = shared(X, "gram", lambda: _centred_gram(X)) if N <= D else None
+        self.eigenvalues_ = _eigenvalues(X, None, gram)
         n_min = self._start(N, 2)
         if n_min is None:
             return self
         self.dimension_, self.reason_ = self._on(X, lam=self.eigenvalues_)
         self._set_interval(
-            self.dimension_, lambda s: self._on(X, s)[0], N, n_min, X.device
+            self.dimension_, lambda s: self._on(X, s, gram=gram)[0], N, n_min, X.device
         )
         self._finish(N, D)
         return self
 
 
-def _eigenvalues(X: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
+def _eigenvalues(
+    X: torch.Tensor, members: torch.Tensor | None, gram: torch.Tensor | None
+) -> torch.Tensor:
     """``covariance_eigenvalues`` of the rows ``members`` of ``X`` (all when
-    ``None``), computed once per ``shared_work`` scope for all linear estimators."""
+    ``None``), from the full set's centred Gram matrix when given; computed once
+    per ``shared_work`` scope for all linear estimators."""
     if members is None:
-        return shared(X, ("eig", None), lambda: covariance_eigenvalues(X))
+        if gram is None:
+            return shared(X, ("eig", None), lambda: covariance_eigenvalues(X))
+        return shared(X, ("eig", None), lambda: _spectrum(gram, len(X)))
     key = ("eig", members.cpu().numpy().tobytes())
-    return shared(X, key, lambda: covariance_eigenvalues(X[members]))
+    if gram is None:
+        return shared(X, key, lambda: covariance_eigenvalues(X[members]))
+    return shared(
+        X, key, lambda: _spectrum(_subset_gram(gram, members), members.numel())
+    )
 
 
 class PCADimension(_LinearEstimator):

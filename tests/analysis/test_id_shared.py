@@ -46,7 +46,7 @@ def test_same_results_as_alone(params):
 def test_one_search_and_one_spectrum_per_row_set(monkeypatch):
     X = _data()
     searches = _count(monkeypatch, id_mod, "_distinct_neighbors")
-    spectra = _count(monkeypatch, id_linear, "covariance_eigenvalues")
+    spectra = _count(monkeypatch, id_linear, "_spectrum")
     with shared_fits(len(X), {m: {} for m in METHODS}):
         for m in METHODS:
             estimate_id(X, m, seed=0)
@@ -56,7 +56,7 @@ def test_one_search_and_one_spectrum_per_row_set(monkeypatch):
 
 def test_nothing_kept_outside_the_scope(monkeypatch):
     X = _data()
-    spectra = _count(monkeypatch, id_linear, "covariance_eigenvalues")
+    spectra = _count(monkeypatch, id_linear, "_spectrum")
     with shared_fits(len(X), {"pca90": {}}):
         estimate_id(X, "pca90", n_subsamples=0)
         scope = _SCOPE.get()
@@ -82,3 +82,23 @@ def test_unknown_or_bad_methods_are_left_to_the_fit():
     X = _data()
     with shared_fits(len(X), {"nope": {}, "mle": {"k": -1}, "twonn": {}}):
         assert estimate_id(X, "twonn").value == estimate_id(X, "twonn").value
+
+
+def test_subsample_spectra_from_the_full_gram_equal_their_own() -> None:
+    # N <= D: each subsample's centred Gram matrix is read from the full set's
+    # (H K[s, s] H); against a product of the subsample's own rows the
+    # eigenvalues agree to float32 product rounding
+    gen = torch.Generator().manual_seed(2)
+    X = torch.relu(
+        torch.randn(300, 12, generator=gen) @ torch.randn(12, 500, generator=gen)
+    )
+    X += 0.01 * torch.randn(300, 500, generator=gen)  # (300, 500), a ReLU offset
+    members = torch.randperm(300, generator=gen)[:150].sort().values
+    K = id_linear._centred_gram(X)
+    from_full = id_linear._spectrum(id_linear._subset_gram(K, members), 150)
+    own = id_linear.covariance_eigenvalues(X[members])
+    top = float(own[0])
+    assert (from_full - own).abs().max() <= 1e-6 * top
+    for method in ("pca90", "participation_ratio"):
+        row = estimate_id(X, method, seed=0)
+        assert row.ci_low <= row.value <= row.ci_high
