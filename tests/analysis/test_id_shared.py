@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+import analysis._id_knn as id_knn
 import analysis._id_linear as id_linear
-import analysis.intrinsic_dimension as id_mod
 from analysis._id_uncertainty import _SCOPE, shared
 from analysis.intrinsic_dimension import estimate_id, shared_fits
 from analysis.manifolds import make_manifold
@@ -45,7 +45,7 @@ def test_same_results_as_alone(params):
 
 def test_one_search_and_one_spectrum_per_row_set(monkeypatch):
     X = _data()
-    searches = _count(monkeypatch, id_mod, "_distinct_neighbors")
+    searches = _count(monkeypatch, id_knn, "_distinct_neighbors")
     spectra = _count(monkeypatch, id_linear, "_spectrum")
     with shared_fits(len(X), {m: {} for m in METHODS}):
         for m in METHODS:
