@@ -37,6 +37,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from analysis._memo import TensorMemo
 from analysis.errors import DataError, InvalidInputError
 from analysis.neighbors import search
 from contract.errors import ContractError
@@ -50,7 +51,11 @@ class _Shared:
 
     def __init__(self, knn_length: int) -> None:
         self.knn_length = knn_length
-        self.held: dict[Hashable, tuple[torch.Tensor, Any]] = {}
+        self.memo = TensorMemo()
+
+    @property
+    def held(self) -> dict[tuple, tuple[torch.Tensor, Any]]:
+        return self.memo.kept
 
 
 _SCOPE: ContextVar[_Shared | None] = ContextVar("id_shared_work", default=None)
@@ -80,24 +85,10 @@ def shared_knn_length(K: int) -> int:
 
 def shared(X: torch.Tensor, what: Hashable, compute: Callable[[], T]) -> T:
     """``compute()``, or what it gave for the same ``what`` on the same data of
-    ``X`` earlier in the ``shared_work`` scope. The data are named by storage
-    address, shape, strides, dtype, device and version (an in-place change bumps
-    it); the tensor is held until the scope ends, so the address is not reused."""
+    ``X`` earlier in the ``shared_work`` scope (a :class:`TensorMemo` that holds
+    every entry until the scope ends)."""
     scope = _SCOPE.get()
-    if scope is None:
-        return compute()
-    key = (
-        X.data_ptr(),
-        tuple(X.shape),
-        X.stride(),
-        X.dtype,
-        str(X.device),
-        X._version,
-        what,
-    )
-    if key not in scope.held:
-        scope.held[key] = (X, compute())
-    return scope.held[key][1]
+    return compute() if scope is None else scope.memo.get(X, what, compute)
 
 
 def checked_params(family: str, name: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -5,14 +5,13 @@ plug-in entropies, and the memo of what is computed from one tensor alone."""
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
 
 from analysis._id_uncertainty import as_matrix
+from analysis._memo import TensorMemo
 from analysis.errors import InvalidInputError
 
 # Power iterations of the randomised PCA: with 10 oversampling columns, enough for the
@@ -26,45 +25,21 @@ _MEMO_SIZE = 16
 V = TypeVar("V")
 
 
-class MIMemo:
+class MIMemo(TensorMemo):
     """What the estimators compute from one tensor alone (its PCA, its bins, the ids
     of its distinct rows, ...), kept for the next call on the same tensor.
 
     Within one analysis the input ``X`` of ``I(X; T)`` is the same for every layer,
     and one layer's PCA serves several estimators (``gaussian``, ``probe`` and the
     probe family share the 256-wide one); pass one memo to all those calls. Keys
-    are the tensor's storage, offset, shape, strides, dtype and version (an
-    in-place change misses), with the purpose and its parameters; an entry holds a
-    reference to its tensor, so the storage cannot be reused under the key while
-    the entry lives. The last ``size`` entries are kept. A memo belongs to its
-    owner (the pipeline keeps one per analysis in ``Context.cache``); nothing is
-    kept between calls made without one.
+    are the tensor and the purpose with its parameters (``TensorMemo``). The last
+    ``size`` entries are kept. A memo belongs to its owner (the pipeline keeps one
+    per analysis in ``Context.cache``); nothing is kept between calls made without
+    one.
     """
 
     def __init__(self, size: int = _MEMO_SIZE) -> None:
-        self.size = size
-        self.kept: OrderedDict[tuple, tuple[torch.Tensor, Any]] = OrderedDict()
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def key(A: torch.Tensor, purpose: tuple) -> tuple:
-        where = (A.untyped_storage().data_ptr(), A.storage_offset(), A.stride())
-        return (*where, tuple(A.shape), A.dtype, A.device, A._version, purpose)
-
-    def get(self, A: torch.Tensor, purpose: tuple, compute: Callable[[], V]) -> V:
-        """``compute()``, or what it returned for the same ``A`` and ``purpose``."""
-        key = self.key(A, purpose)
-        with self.lock:
-            hit = self.kept.get(key)
-            if hit is not None:
-                self.kept.move_to_end(key)
-                return hit[1]
-        value = compute()
-        with self.lock:
-            self.kept[key] = (A, value)
-            while len(self.kept) > self.size:
-                self.kept.popitem(last=False)
-        return value
+        super().__init__(size)
 
 
 def remember(
