@@ -29,17 +29,10 @@ from analysis import analyse, build_model, load_dataset, set_threads
 from analysis.capacity import draw_split
 from analysis.datasets import Dataset
 from analysis.report import bottleneck_table, necks_table
+from contract.families import FAMILIES as SPECS
 
-FAMILIES = [
-    "id",
-    "mi",
-    "probe",
-    "skips",
-    "receptive_field",
-    "latent",
-    "capacity",
-    "necks",
-]
+# what the necks family reads, and the necks family
+FAMILIES = [*SPECS["necks"].after, "necks"]
 SIGMA = 0.1  # the VAE's pixel noise: below the digits' pixel spread (about 0.3)
 Loss = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
